@@ -1,0 +1,59 @@
+"""`prospector` command line (also `python -m ray_app` and `python training/train_puffer.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from training.config import ConfigError, add_train_args, config_from_args
+
+USAGE_ERROR = 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input: reported in one line with exit code 2."""
+    from training.envs.registry import EnvSpecError
+    from training.run_store import CheckpointError, RunStoreError
+
+    return ConfigError, EnvSpecError, RunStoreError, CheckpointError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prospector", description="Ray-distributed PPO for PufferLib environments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a policy (embedded Ray, or --address / RAY_ADDRESS to join a cluster)")
+    add_train_args(train)
+    return parser
+
+
+def resolve_train_config(ns: argparse.Namespace):
+    base = None
+    if ns.resume:
+        from training.run_store import RunStore
+
+        base = RunStore.open(ns.resume).read_config()
+        base["resume"] = ns.resume
+    return config_from_args(ns, base=base)
+
+
+def run_train(ns: argparse.Namespace) -> int:
+    cfg = resolve_train_config(ns)
+    from ray_app.driver import train  # imports Ray: only once the config is known to be valid
+
+    meta = train(cfg)
+    return 0 if meta["status"] == "completed" else 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "train":
+            return run_train(ns)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Where actors run and how many threads they may use.
+
+Runners are spread over nodes by default (``--runner-placement spread``) so a multi-node cluster
+samples in parallel; ``pack`` keeps them together. The learner goes where a GPU is when it uses
+CUDA, or onto the node carrying ``--learner-resource``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+import torch
+
+from training.config import TrainConfig
+
+
+def set_torch_threads() -> int:
+    """Use exactly the CPUs Ray assigned this actor: two actors on two cores must not each take
+    both (the cluster launcher exports OMP_NUM_THREADS=1, which would also be wrong for a learner
+    given several CPUs)."""
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    except Exception:  # not inside a Ray worker (tests calling the class directly)
+        cpus = 1.0
+    threads = max(1, int(cpus))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
+
+
+def runner_options(cfg: TrainConfig) -> dict:
+    return dict(
+        num_cpus=cfg.runner_num_cpus,
+        scheduling_strategy="SPREAD" if cfg.runner_placement == "spread" else "DEFAULT",
+    )
+
+
+def learner_options(cfg: TrainConfig, device: str) -> dict:
+    opts: dict = dict(num_cpus=cfg.learner_num_cpus)
+    if device == "cuda":
+        opts["num_gpus"] = 1
+    if cfg.learner_resource:
+        opts["resources"] = {cfg.learner_resource: 0.001}
+    return opts
+
+
+def cluster_device(requested: str) -> str:
+    """``auto`` means CUDA when the cluster offers a GPU (the learner may not run on this node)."""
+    if requested != "auto":
+        return requested
+    return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+
+
+def check_capacity(cfg: TrainConfig, device: str) -> None:
+    """Fail with a clear message instead of waiting forever for resources the cluster lacks."""
+    total = ray.cluster_resources()
+    need_cpu = cfg.ppo_num_workers * cfg.runner_num_cpus + (cfg.learner_num_cpus if cfg.trainer_backend == "puffer_ppo" else 0)
+    if total.get("CPU", 0) + 1e-9 < need_cpu:
+        raise RuntimeError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs but {cfg.ppo_num_workers} runners "
+                           f"x {cfg.runner_num_cpus:g} CPU + the learner need {need_cpu:g}; lower --ppo-num-workers "
+                           "or --runner-num-cpus, or add nodes")
+    if cfg.learner_resource and total.get(cfg.learner_resource, 0) <= 0:
+        raise RuntimeError(f"--learner-resource {cfg.learner_resource!r}: no node of the cluster offers it")
+    if device == "cuda" and total.get("GPU", 0) < 1:
+        raise RuntimeError("--learner-device cuda: the Ray cluster has no GPU")

@@ -1,0 +1,59 @@
+"""Env runner actor: one PufferLib vector env plus an inference-only CPU copy of the policy."""
+
+from __future__ import annotations
+
+import ray
+
+from ray_app.placement import set_torch_threads
+from training.config import TrainConfig
+from training.envs.registry import make_vecenv
+from training.policy import policy_from_spec, set_weights
+from training.rollout import RolloutCollector
+
+
+class EnvRunner:
+    """Runner ``index`` hosts envs ``index*k .. index*k+k-1`` of the run; env j plays seed
+    ``seed + j``, so the envs' streams do not depend on how they are split over runners."""
+
+    def __init__(self, cfg_dict: dict, index: int):
+        self.threads = set_torch_threads()
+        cfg = TrainConfig.from_dict(cfg_dict)
+        self.index = index
+        n = cfg.envs_per_worker
+        first_seed = cfg.seed + index * n
+        self.env = make_vecenv(cfg.env, n, seed=first_seed, rules=cfg.env_rules, time_max=cfg.env_time_max,
+                               vector_backend=cfg.ppo_vector_backend)
+        self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env)
+        self.learns = cfg.trainer_backend == "puffer_ppo"
+        self.version = -1
+
+    def spaces(self):
+        return self.env.single_observation_space, self.env.single_action_space
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    @ray.method(num_returns=2)
+    def collect(self, weights: dict | None, version: int, policy_spec: dict | None):
+        """One rollout with weights ``version``. Returns (arrays for the learner, small summary for
+        the driver); the random backend sends no arrays at all."""
+        if self.learns and version != self.version:
+            if self.collector.policy is None:
+                self.collector.policy = policy_from_spec(policy_spec)
+            set_weights(self.collector.policy, weights)
+            self.version = version
+        batch, episodes = self.collector.collect()
+        summary = dict(
+            runner=self.index,
+            policy_version=self.version,
+            env_steps=int(batch["rewards"].size),
+            reward_sum=float(batch["rewards"][batch["valid"]].sum()),
+            episodes=episodes,
+        )
+        return (batch if self.learns else None), summary
+
+    def close(self) -> None:
+        self.env.close()
+
+
+RemoteEnvRunner = ray.remote(EnvRunner)

@@ -1,0 +1,78 @@
+"""Config resolution and validation: presets fill gaps, explicit flags win, bad input names its flag."""
+
+import argparse
+
+import pytest
+
+from training.config import ENV_PRESETS, ConfigError, TrainConfig, add_train_args, config_from_args
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    add_train_args(p)
+    return config_from_args(p.parse_args(list(argv)))
+
+
+def test_contract_defaults_for_an_env_without_preset():
+    cfg = parse("--env", "gym:Acrobot-v1")
+    assert (cfg.ppo_num_envs, cfg.ppo_num_workers, cfg.ppo_rollout_steps) == (8, 4, 128)
+    assert (cfg.ppo_num_minibatches, cfg.ppo_update_epochs, cfg.ppo_learning_rate) == (4, 4, 3e-4)
+    assert (cfg.ppo_gamma, cfg.ppo_gae_lambda, cfg.ppo_clip_coef) == (0.99, 0.95, 0.2)
+    assert (cfg.ppo_ent_coef, cfg.ppo_vf_coef, cfg.ppo_max_grad_norm) == (0.01, 0.5, 0.5)
+    assert (cfg.run_root, cfg.seed, cfg.env_time_max, cfg.checkpoint_every_windows) == ("runs", 0, 20000, 1)
+    assert cfg.wandb_mode == "disabled" and cfg.wandb_project == "asteroid-prospector"
+    assert cfg.eval_seed_offset == 100000 and cfg.eval_policy_deterministic is True
+
+
+def test_preset_fills_unset_flags_and_explicit_flags_win():
+    cfg = parse("--env", "gym:CartPole-v1", "--total-env-steps", "200000", "--window-env-steps", "10000")
+    assert cfg.ppo_update_epochs == ENV_PRESETS["gym:CartPole-v1"]["ppo_update_epochs"]
+    assert cfg.total_env_steps == 200000
+    cfg = parse("--env", "gym:CartPole-v1", "--ppo-update-epochs", "3", "--total-env-steps", "1000",
+                "--window-env-steps", "500")
+    assert cfg.ppo_update_epochs == 3
+
+
+def test_base_config_is_not_overridden_by_preset():
+    base = TrainConfig(env="prospector", ppo_num_envs=16, ppo_num_workers=2, total_env_steps=5000,
+                       window_env_steps=1000).to_dict()
+    cfg = config_from_args({"seed": 3}, base=base)
+    assert cfg.ppo_num_envs == 16 and cfg.seed == 3
+
+
+def test_seed_cli_eval_flags():
+    assert parse("--env", "gym:Acrobot-v1", "--eval-policy-stochastic").eval_policy_deterministic is False
+    assert parse("--env", "gym:Acrobot-v1", "--flush-partial-window").flush_partial_window is True
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--total-env-steps", "0"], "--total-env-steps"),
+    (["--total-env-steps", "-5"], "--total-env-steps"),
+    (["--window-env-steps", "0"], "--window-env-steps"),
+    (["--total-env-steps", "1000", "--window-env-steps", "5000"], "--window-env-steps"),
+    (["--ppo-num-envs", "10", "--ppo-num-workers", "4"], "--ppo-num-envs"),
+    (["--ppo-num-envs", "6", "--ppo-num-workers", "2", "--ppo-rollout-steps", "5", "--ppo-num-minibatches", "4"],
+     "--ppo-num-minibatches"),
+    (["--ppo-gamma", "1.5"], "--ppo-gamma"),
+    (["--ppo-learning-rate", "0"], "--ppo-learning-rate"),
+    (["--policy-hidden", "64,x"], "--policy-hidden"),
+    (["--eval-milestone-return-thresholds", "1,a"], "--eval-milestone-return-thresholds"),
+])
+def test_invalid_config_names_the_flag(argv, flag):
+    with pytest.raises(ConfigError) as e:
+        parse("--env", "gym:Acrobot-v1", *argv)
+    assert e.value.flag == flag
+    assert str(e.value).startswith(flag)
+
+
+def test_unknown_choice_is_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse("--env-rules", "v3")
+    assert e.value.code == 2
+    assert "--env-rules" in capsys.readouterr().err
+
+
+def test_derived_values():
+    cfg = TrainConfig(ppo_num_envs=8, ppo_num_workers=4, ppo_rollout_steps=128, total_env_steps=2000)
+    assert cfg.envs_per_worker == 2 and cfg.steps_per_round == 1024 and cfg.total_rounds == 2
+    assert TrainConfig(policy_hidden="64, 32").hidden_sizes == (64, 32)

@@ -1,0 +1,271 @@
+"""Every training setting in one place, with per-env presets and validation.
+
+Flag names are those of the first version's CLI (shared/spec/run_artifacts.md); the attribute of
+each flag is its name without dashes (``--ppo-num-envs`` -> ``ppo_num_envs``). Settings a user does
+not give come from the env's preset (as PufferLib keeps one config per env), then from the
+global defaults below. Validation happens here, before any Ray actor starts, and names the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """Invalid setting; ``flag`` names the offending command-line flag."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f"{flag}: {message}")
+        self.flag = flag
+
+
+@dataclass
+class TrainConfig:
+    # run
+    run_root: str = "runs"
+    run_id: str | None = None
+    resume: str | None = None
+    total_env_steps: int = 100_000
+    window_env_steps: int = 10_000
+    checkpoint_every_windows: int = 1
+    seed: int = 0
+    flush_partial_window: bool = False
+    # env
+    env: str = "prospector"
+    env_rules: str = "v2"
+    env_time_max: int = 20_000
+    ppo_vector_backend: str = "serial"
+    # trainer
+    trainer_backend: str = "puffer_ppo"
+    ppo_num_envs: int = 8
+    ppo_num_workers: int = 4
+    ppo_rollout_steps: int = 128
+    ppo_num_minibatches: int = 4
+    ppo_update_epochs: int = 4
+    ppo_learning_rate: float = 3e-4
+    ppo_anneal_lr: bool = True
+    ppo_gamma: float = 0.99
+    ppo_gae_lambda: float = 0.95
+    ppo_clip_coef: float = 0.2
+    ppo_vf_clip_coef: float = 0.2
+    ppo_ent_coef: float = 0.01
+    ppo_vf_coef: float = 0.5
+    ppo_max_grad_norm: float = 0.5
+    ppo_norm_adv: bool = True
+    policy_hidden: str = "256,256"
+    # ray
+    address: str | None = None
+    learner_device: str = "auto"
+    runner_num_cpus: float = 1.0
+    learner_num_cpus: float = 1.0
+    runner_placement: str = "spread"
+    learner_resource: str | None = None
+    # logging
+    wandb_mode: str = "disabled"
+    wandb_project: str = "asteroid-prospector"
+    # evaluation replays
+    eval_replays_per_window: int = 0
+    eval_max_steps_per_episode: int | None = None
+    eval_policy_deterministic: bool = True
+    eval_seed_offset: int = 100_000
+    eval_milestone_profit_thresholds: str = "100,500,1000"
+    eval_milestone_return_thresholds: str = "10,25,50"
+    eval_milestone_survival_thresholds: str = "1.0"
+
+    # ---- derived values (not flags) ----
+    @property
+    def envs_per_worker(self) -> int:
+        return self.ppo_num_envs // self.ppo_num_workers
+
+    @property
+    def steps_per_round(self) -> int:
+        """Decisions summed over all envs in one collection round (every runner's rollout)."""
+        return self.ppo_num_envs * self.ppo_rollout_steps
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return parse_int_list(self.policy_hidden, "--policy-hidden")
+
+    @property
+    def total_rounds(self) -> int:
+        return math.ceil(self.total_env_steps / self.steps_per_round)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Per-env presets: only what differs from the global defaults. The CartPole numbers follow the
+# well-known tuned PPO settings for it (small batches, many epochs, no entropy bonus); they solve
+# it well inside 200k steps. The prospector preset is sized for the 2-core `make run`.
+ENV_PRESETS: dict[str, dict] = {
+    "prospector": dict(
+        ppo_num_envs=256,
+        ppo_num_workers=2,
+        ppo_rollout_steps=64,
+        ppo_num_minibatches=4,
+        ppo_update_epochs=4,
+        ppo_learning_rate=3e-4,
+        ppo_gamma=0.995,
+        ppo_gae_lambda=0.95,
+        ppo_ent_coef=0.01,
+        total_env_steps=3_000_000,
+        window_env_steps=100_000,
+    ),
+    "gym:CartPole-v1": dict(
+        ppo_num_envs=8,
+        ppo_num_workers=1,
+        ppo_rollout_steps=32,
+        ppo_num_minibatches=1,
+        ppo_update_epochs=20,
+        ppo_learning_rate=1e-3,
+        ppo_gamma=0.98,
+        ppo_gae_lambda=0.8,
+        ppo_ent_coef=0.0,
+        policy_hidden="64,64",
+    ),
+}
+
+CHOICES = {
+    "trainer_backend": ("puffer_ppo", "random"),
+    "env_rules": ("v1", "v2"),
+    "ppo_vector_backend": ("serial", "multiprocessing"),
+    "wandb_mode": ("disabled", "offline", "online"),
+    "learner_device": ("auto", "cpu", "cuda"),
+    "runner_placement": ("spread", "pack"),
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_int_list(text: str, flag_name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(flag_name, f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(flag_name, f"expected positive integers, got {text!r}")
+    return values
+
+
+def parse_float_list(text: str, flag_name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(flag_name, f"expected comma-separated numbers, got {text!r}") from None
+
+
+def preset_for(env: str) -> dict:
+    return ENV_PRESETS.get(env, {})
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Reject impossible settings with the flag named. Returns cfg for chaining."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(flag(name), f"must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
+    positive_ints = (
+        "total_env_steps", "window_env_steps", "checkpoint_every_windows", "env_time_max",
+        "ppo_num_envs", "ppo_num_workers", "ppo_rollout_steps", "ppo_num_minibatches", "ppo_update_epochs",
+    )
+    for name in positive_ints:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(flag(name), f"must be a positive integer; got {value!r}")
+    if cfg.window_env_steps > cfg.total_env_steps:
+        raise ConfigError(
+            "--window-env-steps",
+            f"{cfg.window_env_steps} is larger than the whole run (--total-env-steps {cfg.total_env_steps})",
+        )
+    if cfg.ppo_num_envs % cfg.ppo_num_workers:
+        raise ConfigError(
+            "--ppo-num-envs",
+            f"{cfg.ppo_num_envs} envs do not divide evenly over --ppo-num-workers {cfg.ppo_num_workers}",
+        )
+    if cfg.trainer_backend == "puffer_ppo" and cfg.steps_per_round % cfg.ppo_num_minibatches:
+        raise ConfigError(
+            "--ppo-num-minibatches",
+            f"a rollout of {cfg.steps_per_round} samples (--ppo-num-envs {cfg.ppo_num_envs} x "
+            f"--ppo-rollout-steps {cfg.ppo_rollout_steps}) does not split into {cfg.ppo_num_minibatches} equal minibatches",
+        )
+    for name in ("ppo_learning_rate",):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(flag(name), f"must be > 0; got {getattr(cfg, name)!r}")
+    for name in ("ppo_gamma", "ppo_gae_lambda"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(flag(name), f"must be within [0, 1]; got {getattr(cfg, name)!r}")
+    for name in ("ppo_clip_coef", "ppo_ent_coef", "ppo_vf_coef", "ppo_max_grad_norm"):
+        if not getattr(cfg, name) >= 0 or not math.isfinite(getattr(cfg, name)):
+            raise ConfigError(flag(name), f"must be a finite number >= 0; got {getattr(cfg, name)!r}")
+    if not cfg.runner_num_cpus > 0 or not cfg.learner_num_cpus > 0:
+        raise ConfigError("--runner-num-cpus", "CPU requests must be > 0")
+    if cfg.eval_replays_per_window < 0:
+        raise ConfigError("--eval-replays-per-window", f"must be >= 0; got {cfg.eval_replays_per_window}")
+    if cfg.eval_max_steps_per_episode is not None and cfg.eval_max_steps_per_episode <= 0:
+        raise ConfigError("--eval-max-steps-per-episode", "must be a positive integer")
+    parse_int_list(cfg.policy_hidden, "--policy-hidden")
+    for name in ("eval_milestone_profit_thresholds", "eval_milestone_return_thresholds",
+                 "eval_milestone_survival_thresholds"):
+        parse_float_list(getattr(cfg, name), flag(name))
+    if not cfg.env or not isinstance(cfg.env, str):
+        raise ConfigError("--env", "must name an env")
+    return cfg
+
+
+# ------------------------------------------------------------------ command line
+_BOOL_FLAGS = {"flush_partial_window"}
+_HELP = {
+    "env": "prospector | gym:<Gymnasium id> | package.module:factory",
+    "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
+    "resume": "continue the run in this directory from its latest complete checkpoint",
+    "policy_hidden": "MLP hidden sizes, comma-separated",
+    "learner_device": "auto picks CUDA when the cluster has a GPU",
+    "learner_resource": "custom Ray resource the learner must run on (e.g. 'learner')",
+}
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag. Defaults are None so presets can fill the gaps."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "eval_policy_deterministic":
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument("--eval-policy-deterministic", dest=f.name, action="store_true", default=None)
+            group.add_argument("--eval-policy-stochastic", dest=f.name, action="store_false", default=None)
+            continue
+        if f.name == "ppo_anneal_lr" or f.name == "ppo_norm_adv":
+            parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            continue
+        if f.name in _BOOL_FLAGS:
+            parser.add_argument(flag(f.name), dest=f.name, action="store_true", default=None)
+            continue
+        kind = {int: int, float: float}.get(type(f.default), str)
+        if f.name in ("eval_max_steps_per_episode",):
+            kind = int
+        choices = CHOICES.get(f.name)
+        parser.add_argument(
+            flag(f.name), dest=f.name, type=kind, default=None, choices=choices,
+            metavar=None if choices else f.name.split("_")[-1].upper(),
+            help=_HELP.get(f.name, f"default: {f.default}"),
+        )
+
+
+def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None) -> TrainConfig:
+    """Explicit flags win over the base (a resumed run's config or nothing), then the env preset."""
+    given = {k: v for k, v in (vars(ns) if isinstance(ns, argparse.Namespace) else ns).items() if v is not None}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in given.items() if k in names}
+    values = dict(base or {})
+    env = given.get("env", values.get("env", TrainConfig.env))
+    if base is None:
+        values.update(preset_for(env))
+    values.update(given)
+    return validate(TrainConfig.from_dict(values))

@@ -1,0 +1,107 @@
+"""Turn an ``--env`` string into a PufferLib vector env.
+
+- ``prospector``: the native batch env (all envs of a runner in one NumPy simulator).
+- ``gym:<id>``: any Gymnasium id, each env wrapped by PufferLib's emulation and vectorised with
+  ``pufferlib.vector.make`` (Serial or Multiprocessing).
+- ``package.module:factory``: a user's factory. If it accepts ``num_envs`` it must return one
+  PufferEnv holding that many agents; otherwise it is called once per env and may return a
+  PufferEnv (single agent) or a Gymnasium env.
+
+Every vector env returned has PufferLib's buffers (observations, rewards, terminals, truncations)
+and the attribute ``autoreset_same_step``: True when a finished env is reset inside the step that
+ended it (native envs); False for PufferLib's emulated envs, which spend the following step on the
+reset (that step's transition is a dummy and must not be learned from).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+
+import gymnasium
+import pufferlib
+import pufferlib.emulation
+import pufferlib.vector
+
+
+class EnvSpecError(ValueError):
+    """An ``--env`` value that cannot be turned into an env."""
+
+
+def _gym_creator(env_id: str, buf=None, seed=0):
+    return pufferlib.emulation.GymnasiumPufferEnv(env_creator=gymnasium.make, env_args=[env_id], buf=buf, seed=seed)
+
+
+def _factory_creator(factory, buf=None, seed=0):
+    env = factory()
+    if isinstance(env, pufferlib.PufferEnv):
+        if env.num_agents != 1:
+            raise EnvSpecError(f"{factory!r} returned a PufferEnv with {env.num_agents} agents; "
+                               "a batched factory must accept num_envs")
+        return env
+    if isinstance(env, gymnasium.Env):
+        return pufferlib.emulation.GymnasiumPufferEnv(env=env, buf=buf, seed=seed)
+    raise EnvSpecError(f"{factory!r} returned {type(env).__name__}, expected a PufferEnv or a gymnasium.Env")
+
+
+def resolve_factory(spec: str):
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise EnvSpecError(f"--env {spec!r}: cannot import module {module_name!r} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise EnvSpecError(f"--env {spec!r}: module {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def check_env_spec(spec: str) -> None:
+    """Fail fast (before any actor starts) on an env string that cannot work."""
+    if spec == "prospector":
+        return
+    if spec.startswith("gym:"):
+        env_id = spec[4:]
+        if env_id not in gymnasium.registry:
+            raise EnvSpecError(f"--env {spec!r}: unknown Gymnasium id {env_id!r}")
+        return
+    if ":" in spec:
+        resolve_factory(spec)
+        return
+    raise EnvSpecError(f"--env {spec!r}: unknown env; use 'prospector', 'gym:<Gymnasium id>' or 'package.module:factory'")
+
+
+def make_vecenv(spec: str, num_envs: int, seed: int, rules: str = "v2", time_max: int = 20000,
+                vector_backend: str = "serial"):
+    check_env_spec(spec)
+    if spec == "prospector":
+        from training.envs.prospector import ProspectorEnv
+
+        env = ProspectorEnv(num_envs=num_envs, seed=seed, rules=rules, time_max=time_max)
+        env.autoreset_same_step = True
+        return env
+
+    if spec.startswith("gym:"):
+        creator = functools.partial(_gym_creator, spec[4:])
+    else:
+        factory = resolve_factory(spec)
+        params = inspect.signature(factory).parameters
+        if "num_envs" in params:
+            kwargs = {"num_envs": num_envs}
+            if "seed" in params:
+                kwargs["seed"] = seed
+            env = factory(**kwargs)
+            if not isinstance(env, pufferlib.PufferEnv) or env.num_agents != num_envs:
+                raise EnvSpecError(f"--env {spec!r}: factory(num_envs={num_envs}) must return a PufferEnv "
+                                   f"with {num_envs} agents")
+            env.autoreset_same_step = True
+            return env
+        creator = functools.partial(_factory_creator, factory)
+
+    backend = {"serial": pufferlib.vector.Serial, "multiprocessing": pufferlib.vector.Multiprocessing}[vector_backend]
+    # overwork: PufferLib refuses more worker processes than physical cores; a 2-vCPU VM has one.
+    kwargs = {"num_workers": min(num_envs, 2), "overwork": True} if vector_backend == "multiprocessing" else {}
+    vecenv = pufferlib.vector.make(creator, num_envs=num_envs, backend=backend, seed=seed, **kwargs)
+    vecenv.autoreset_same_step = not vecenv.driver_env.emulated if hasattr(vecenv, "driver_env") else False
+    return vecenv

@@ -1,0 +1,108 @@
+"""PPO learner state and one update per collection round (no Ray here).
+
+Holds the policy, the Adam optimizer and the linear LR schedule; ``learn`` takes the runners'
+rollouts (each (T, N_i, ...)), joins them along the env axis, computes advantages and runs the
+PPO epochs. ``state_dict``/``load_state_dict`` carry everything an exact resume needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig
+from training.policy import build_policy, get_weights, policy_from_spec
+from training.ppo import compute_gae, linear_lr, ppo_update
+
+ROLLOUT_KEYS_TN = ("obs", "actions", "logprobs", "values", "rewards", "terminals", "truncations", "valid",
+                   "bootstrap_values")
+
+
+def join_rollouts(rollouts: list[dict]) -> dict:
+    """Concatenate runners' rollouts along the env axis (axis 1; axis 0 for last_values)."""
+    joined = {k: np.concatenate([r[k] for r in rollouts], axis=1) for k in ROLLOUT_KEYS_TN}
+    joined["last_values"] = np.concatenate([r["last_values"] for r in rollouts], axis=0)
+    return joined
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+class PPOLearner:
+    def __init__(self, cfg: TrainConfig, obs_space=None, act_space=None, policy_spec: dict | None = None,
+                 device: str = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        if policy_spec is not None:
+            self.policy = policy_from_spec(policy_spec)
+        else:
+            self.policy = build_policy(obs_space, act_space, hidden=cfg.hidden_sizes)
+        self.policy.to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.ppo_learning_rate, eps=1e-5)
+        self.update_index = 0
+        self.total_updates = max(1, cfg.total_rounds)
+        self.generator = np.random.default_rng(cfg.seed + 1)
+
+    @property
+    def policy_spec(self) -> dict:
+        return self.policy.spec
+
+    def weights(self) -> dict:
+        return get_weights(self.policy)
+
+    def learning_rate(self) -> float:
+        return linear_lr(self.cfg.ppo_learning_rate, self.update_index, self.total_updates, anneal=self.cfg.ppo_anneal_lr)
+
+    def learn(self, rollouts: list[dict]) -> dict:
+        cfg = self.cfg
+        b = join_rollouts(rollouts)
+        adv, ret = compute_gae(
+            b["rewards"], b["values"], b["terminals"], b["truncations"], b["valid"],
+            b["bootstrap_values"], b["last_values"], cfg.ppo_gamma, cfg.ppo_gae_lambda,
+        )
+        T, N = b["rewards"].shape
+
+        def flat(x, dtype=None):
+            t = torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))
+            return t.to(self.device, dtype=dtype)
+
+        batch = dict(
+            obs=flat(b["obs"], torch.float32), actions=flat(b["actions"]), logprobs=flat(b["logprobs"]),
+            values=flat(b["values"]), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
+        )
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        metrics = ppo_update(
+            self.policy, self.optimizer, batch,
+            update_epochs=cfg.ppo_update_epochs, num_minibatches=cfg.ppo_num_minibatches,
+            clip_coef=cfg.ppo_clip_coef, vf_clip_coef=cfg.ppo_vf_clip_coef, ent_coef=cfg.ppo_ent_coef,
+            vf_coef=cfg.ppo_vf_coef, max_grad_norm=cfg.ppo_max_grad_norm, norm_adv=cfg.ppo_norm_adv,
+            generator=self.generator,
+        )
+        self.update_index += 1
+        metrics["learning_rate"] = lr
+        return metrics
+
+    # ---------------------------------------------------------------- checkpoint state
+    def state_dict(self) -> dict:
+        return dict(
+            policy_spec=self.policy.spec,
+            policy_state={k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
+            optimizer_state=self.optimizer.state_dict(),
+            update_index=self.update_index,
+            total_updates=self.total_updates,
+            numpy_rng=self.generator.bit_generator.state,
+            torch_rng=torch.get_rng_state(),
+        )
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.update_index = int(state["update_index"])
+        self.generator.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,153 @@
+"""Collect fixed-length rollouts from a PufferLib vector env (no Ray here).
+
+One ``collect()`` steps every env ``rollout_steps`` times and returns flat NumPy arrays shaped
+(T, N, ...), so a runner actor ships a whole rollout as a handful of arrays and never a Python
+object per step. Episode returns are tracked per env (the first version shared one accumulator
+across envs, which mixed episodes together).
+
+Bootstrapping: where an episode was truncated at step t, ``bootstrap_values[t]`` is the value of
+the observation it ended on. Native envs reset inside the step, so that observation comes from
+the env's ``final_observations`` (or, if the env has none, the value of the state the step started
+from, a one-step approximation). PufferLib's emulated envs show the final observation as the next
+observation and spend the following step resetting; that dummy step is marked ``valid=False``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+
+class EnvOutputError(RuntimeError):
+    """The env produced something the trainer cannot learn from (NaN, wrong shape)."""
+
+
+def random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(space, spaces.Discrete):
+        return rng.integers(space.start, space.start + space.n, size=n)
+    if isinstance(space, spaces.MultiDiscrete):
+        return rng.integers(0, space.nvec, size=(n, *space.nvec.shape))
+    if isinstance(space, spaces.Box):
+        low = np.where(np.isfinite(space.low), space.low, -1.0)
+        high = np.where(np.isfinite(space.high), space.high, 1.0)
+        return rng.uniform(low, high, size=(n, *space.shape)).astype(space.dtype)
+    raise TypeError(f"unsupported action space {space}")
+
+
+class RolloutCollector:
+    def __init__(self, vecenv, rollout_steps: int, seed: int, policy=None, env_name: str = "env"):
+        self.env = vecenv
+        self.env_name = env_name
+        self.num_envs = vecenv.num_agents
+        self.rollout_steps = rollout_steps
+        self.policy = policy  # None: uniform random actions (the `random` backend)
+        self.rng = np.random.default_rng(seed)
+        self.obs_space = vecenv.single_observation_space
+        self.act_space = vecenv.single_action_space
+        self.native_reset = bool(getattr(vecenv, "autoreset_same_step", True))
+        obs, _ = vecenv.reset(seed=seed)
+        self._check_obs(obs, where="reset")
+        self.obs = np.array(obs, copy=True)
+        self.pending_reset = np.zeros(self.num_envs, dtype=bool)
+        self.ep_return = np.zeros(self.num_envs, dtype=np.float64)
+        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+
+    # ---------------------------------------------------------------- helpers
+    def _check_obs(self, obs, where: str) -> None:
+        expected = (self.num_envs, *self.obs_space.shape)
+        if tuple(np.shape(obs)) != expected:
+            raise EnvOutputError(f"env {self.env_name!r}: observation has shape {tuple(np.shape(obs))} "
+                                 f"at {where}, expected {expected}")
+
+    def _act(self, obs: np.ndarray):
+        if self.policy is None:
+            actions = random_actions(self.act_space, self.num_envs, self.rng)
+            zeros = np.zeros(self.num_envs, dtype=np.float32)
+            return actions, actions, zeros, zeros
+        with torch.no_grad():
+            action, logprob, value = self.policy.act(torch.as_tensor(obs, dtype=torch.float32))
+        action = action.numpy()
+        env_action = action
+        if isinstance(self.act_space, spaces.Box):
+            env_action = np.clip(action, self.act_space.low, self.act_space.high)
+        return action, env_action, logprob.numpy().astype(np.float32), value.numpy().astype(np.float32)
+
+    def _values(self, obs: np.ndarray) -> np.ndarray:
+        if self.policy is None or len(obs) == 0:
+            return np.zeros(len(obs), dtype=np.float32)
+        with torch.no_grad():
+            _, value = self.policy(torch.as_tensor(obs, dtype=torch.float32))
+        return value.numpy().astype(np.float32).reshape(-1)
+
+    # ---------------------------------------------------------------- collect
+    def collect(self) -> tuple[dict, list[dict]]:
+        """Returns (batch of (T, N, ...) arrays, finished episodes' metrics)."""
+        T, N = self.rollout_steps, self.num_envs
+        obs_buf = np.empty((T, N, *self.obs_space.shape), dtype=self.obs.dtype)
+        act_shape = () if isinstance(self.act_space, spaces.Discrete) else self.act_space.shape
+        act_dtype = np.float32 if isinstance(self.act_space, spaces.Box) else np.int64
+        actions = np.empty((T, N, *act_shape), dtype=act_dtype)
+        logprobs = np.empty((T, N), dtype=np.float32)
+        values = np.empty((T, N), dtype=np.float32)
+        rewards = np.empty((T, N), dtype=np.float32)
+        terminals = np.empty((T, N), dtype=bool)
+        truncations = np.empty((T, N), dtype=bool)
+        valid = np.empty((T, N), dtype=bool)
+        final_values = np.zeros((T, N), dtype=np.float32)
+        episodes: list[dict] = []
+
+        for t in range(T):
+            obs_buf[t] = self.obs
+            action, env_action, logprobs[t], values[t] = self._act(self.obs)
+            actions[t] = action
+            valid[t] = ~self.pending_reset
+            obs, rew, term, trunc, infos = self.env.step(env_action)
+            self._check_obs(obs, where=f"step {t}")
+            rewards[t] = rew
+            terminals[t] = term
+            truncations[t] = trunc
+            done = terminals[t] | truncations[t]
+            if self.native_reset and done.any():
+                finals = getattr(self.env, "final_observations", None)
+                idx = np.flatnonzero(truncations[t])
+                if finals is not None:
+                    final_values[t, idx] = self._values(np.asarray(finals)[idx])
+                else:
+                    final_values[t, idx] = values[t, idx]
+            self._account(t, rewards[t], terminals[t], truncations[t], valid[t], infos, episodes)
+            if not self.native_reset:
+                self.pending_reset = done.copy()
+            self.obs = np.array(obs, copy=True)
+
+        if not (np.isfinite(rewards).all() and np.isfinite(obs_buf).all()):
+            field = "reward" if not np.isfinite(rewards).all() else "observation"
+            raise EnvOutputError(f"env {self.env_name!r}: non-finite {field} (NaN or inf) in a rollout")
+
+        last_values = self._values(self.obs)
+        if self.native_reset:
+            bootstrap = final_values
+        else:  # the final observation is the next one: its value is the next step's value
+            bootstrap = np.concatenate([values[1:], last_values[None]], axis=0)
+        batch = dict(
+            obs=obs_buf, actions=actions, logprobs=logprobs, values=values, rewards=rewards,
+            terminals=terminals, truncations=truncations, valid=valid,
+            bootstrap_values=bootstrap.astype(np.float32), last_values=last_values,
+        )
+        return batch, episodes
+
+    def _account(self, t, rew, term, trunc, valid, infos, episodes) -> None:
+        self.ep_return += np.where(valid, rew, 0.0)
+        self.ep_length += valid
+        done = np.flatnonzero(term | trunc)
+        if len(done) == 0:
+            return
+        by_env = {int(i["env_index"]): i for i in infos if isinstance(i, dict) and "env_index" in i}
+        for i in done:
+            ep = {k: float(v) for k, v in by_env.get(int(i), {}).items()
+                  if k != "env_index" and isinstance(v, (int, float, np.number))}
+            ep.update(episode_return=float(self.ep_return[i]), episode_length=int(self.ep_length[i]),
+                      terminated=int(term[i]), truncated=int(trunc[i] and not term[i]))
+            episodes.append(ep)
+        self.ep_return[done] = 0.0
+        self.ep_length[done] = 0
