@@ -6,7 +6,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(PY) -m ray_app train --env prospector --config-preset quickstart
+	$(PY) -m ray_app train --env prospector
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 
@@ -64,6 +63,9 @@ def _start_ray(cfg: TrainConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
+    # An embedded Ray serves this process only: keep it on loopback (without this Ray swaps
+    # 127.0.0.1 for the host's address and listens there).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     need = cfg.ppo_num_workers * cfg.runner_num_cpus + cfg.learner_num_cpus
     ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False, log_to_driver=True)
     return True
@@ -101,9 +103,9 @@ def train(cfg: TrainConfig) -> dict:
     check_env_spec(cfg.env)  # an unknown env fails before anything starts or is written
     if cfg.resume:
         store = RunStore.open(cfg.resume)
-        checkpoint_path = store.latest_checkpoint()
-        checkpoint = store.load_checkpoint(checkpoint_path) if checkpoint_path else None
-        cfg.run_id = store.read_config().get("run_id") or Path(cfg.resume).name
+        # newest checkpoint that loads; windows.jsonl is cut back to it (no duplicates, no gaps)
+        checkpoint_path, checkpoint, kept_rows = store.prepare_resume()
+        cfg.run_id = store.run_id
     else:
         cfg.run_id = cfg.run_id or default_run_id()
         store = RunStore.create(cfg.run_root, cfg.run_id)
@@ -145,8 +147,7 @@ def train(cfg: TrainConfig) -> dict:
             if learner is not None:
                 ray.get(learner.load_state_dict.remote(checkpoint["learner"]))
         if cfg.resume:
-            store.truncate_windows(state.window_id)
-            meta = metadata_resumed(meta, state.window_id, str(checkpoint_path) if checkpoint_path else None)
+            meta = metadata_resumed(meta, state.window_id, checkpoint_path, windows=kept_rows)
         store.write_metadata(meta)
         sink = WandbSink(cfg.wandb_mode, cfg.wandb_project, cfg.run_id, cfg_dict, str(store.run_dir))
         if sink.url:
@@ -157,7 +158,6 @@ def train(cfg: TrainConfig) -> dict:
         spec = ray.get(learner.policy_spec.remote()) if learner else None
         weights = learner.get_weights.remote() if learner else None
         version = 0
-        t0 = time.time()
         print(f"run {cfg.run_id}: {cfg.env} | {cfg.ppo_num_workers} runners x {cfg.envs_per_worker} envs | "
               f"backend {cfg.trainer_backend} | learner {device} | {store.run_dir}", flush=True)
 
@@ -173,6 +173,7 @@ def train(cfg: TrainConfig) -> dict:
         while state.env_steps < cfg.total_env_steps:
             if state.stop_signals:
                 raise StopRequested()
+            round_start = time.time()
             # sample: every runner collects one rollout with the current weights
             outs = [r.collect.remote(weights, version, spec) for r in runners]
             summaries = ray.get([summary for _, summary in outs])
@@ -187,7 +188,8 @@ def train(cfg: TrainConfig) -> dict:
             episodes = [ep for s in summaries for ep in s["episodes"]]
             state.env_steps += steps
             state.episodes += len(episodes)
-            rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses, time.time() - t0)
+            rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses,
+                                 time.time() - round_start)
             # write
             for row in rows:
                 state.window_id = row["window_id"]

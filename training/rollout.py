@@ -46,6 +46,7 @@ class RolloutCollector:
         self.obs_space = vecenv.single_observation_space
         self.act_space = vecenv.single_action_space
         self.native_reset = bool(getattr(vecenv, "autoreset_same_step", True))
+        self._act_shape = () if isinstance(self.act_space, spaces.Discrete) else tuple(self.act_space.shape)
         obs, _ = vecenv.reset(seed=seed)
         self._check_obs(obs, where="reset")
         self.obs = np.array(obs, copy=True)
@@ -67,7 +68,7 @@ class RolloutCollector:
             return actions, actions, zeros, zeros
         with torch.no_grad():
             action, logprob, value = self.policy.act(torch.as_tensor(obs, dtype=torch.float32))
-        action = action.numpy()
+        action = action.numpy().reshape(self.num_envs, *self._act_shape)
         env_action = action
         if isinstance(self.act_space, spaces.Box):
             env_action = np.clip(action, self.act_space.low, self.act_space.high)
@@ -85,7 +86,7 @@ class RolloutCollector:
         """Returns (batch of (T, N, ...) arrays, finished episodes' metrics)."""
         T, N = self.rollout_steps, self.num_envs
         obs_buf = np.empty((T, N, *self.obs_space.shape), dtype=self.obs.dtype)
-        act_shape = () if isinstance(self.act_space, spaces.Discrete) else self.act_space.shape
+        act_shape = self._act_shape
         act_dtype = np.float32 if isinstance(self.act_space, spaces.Box) else np.int64
         actions = np.empty((T, N, *act_shape), dtype=act_dtype)
         logprobs = np.empty((T, N), dtype=np.float32)

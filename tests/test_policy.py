@@ -1,0 +1,190 @@
+"""Policy network: shapes, spec round trip, weights, distributions checked against torch.distributions."""
+
+import json
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Categorical, Normal
+
+from training.policy import (build_policy, get_weights, policy_from_spec, policy_numpy_act,
+                             set_weights)
+
+OBS = gymnasium.spaces.Box(0, 255, (2, 3), np.uint8)  # non-flat, non-float on purpose
+SPACES = {
+    "discrete": gymnasium.spaces.Discrete(3),
+    "multidiscrete": gymnasium.spaces.MultiDiscrete([3, 4, 5]),
+    "box": gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32),
+}
+B = 5
+
+
+def make(kind, seed=0):
+    torch.manual_seed(seed)
+    return build_policy(OBS, SPACES[kind], hidden=(8, 8))
+
+
+def obs_batch(seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (B, 2, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("kind,shape,dtype", [("discrete", (B,), torch.int64),
+                                              ("multidiscrete", (B, 3), torch.int64),
+                                              ("box", (B, 2), torch.float32)])
+def test_act_shapes_and_dtypes(kind, shape, dtype):
+    policy = make(kind)
+    action, logprob, value = policy.act(obs_batch())
+    assert action.shape == shape and action.dtype == dtype
+    assert logprob.shape == (B,) and logprob.dtype == torch.float32
+    assert value.shape == (B,) and value.dtype == torch.float32
+    lp, ent, v = policy.evaluate(obs_batch(), action)
+    assert lp.shape == ent.shape == v.shape == (B,)
+    torch.testing.assert_close(lp, logprob)
+    torch.testing.assert_close(v, value)
+    if kind != "box":
+        assert SPACES[kind].contains(action[0].numpy().astype(SPACES[kind].dtype))
+
+
+def test_multidiscrete_logprob_and_entropy_sum_components():
+    policy = make("multidiscrete")
+    obs = obs_batch()
+    with torch.no_grad():
+        logits, _ = policy(obs)
+        action, logprob, _ = policy.act(obs)
+        _, entropy, _ = policy.evaluate(obs, action)
+    dists = [Categorical(logits=lg) for lg in torch.split(logits, [3, 4, 5], dim=-1)]
+    torch.testing.assert_close(logprob, sum(d.log_prob(action[:, i]) for i, d in enumerate(dists)))
+    torch.testing.assert_close(entropy, sum(d.entropy() for d in dists))
+
+
+def test_box_logprob_and_entropy_match_normal():
+    policy = make("box")
+    with torch.no_grad():
+        policy.actor_logstd.copy_(torch.tensor([[-0.5, 0.3]]))
+    obs = obs_batch()
+    action = torch.randn(B, 2) * 2
+    with torch.no_grad():
+        (mean, log_std), _ = policy(obs)
+        logprob, entropy, _ = policy.evaluate(obs, action)
+    assert torch.equal(log_std, policy.actor_logstd.expand(B, 2))
+    dist = Normal(mean, torch.tensor([[-0.5, 0.3]]).exp())
+    torch.testing.assert_close(logprob, dist.log_prob(action).sum(-1))
+    torch.testing.assert_close(entropy, dist.entropy().sum(-1))
+
+
+def test_deterministic_act_is_argmax_or_mean():
+    obs = obs_batch()
+    with torch.no_grad():
+        p = make("discrete")
+        logits, _ = p(obs)
+        assert torch.equal(p.act(obs, deterministic=True)[0], logits.argmax(-1))
+        p = make("multidiscrete")
+        logits, _ = p(obs)
+        expected = torch.stack([lg.argmax(-1) for lg in torch.split(logits, [3, 4, 5], -1)], -1)
+        assert torch.equal(p.act(obs, deterministic=True)[0], expected)
+        p = make("box")
+        (mean, _), _ = p(obs)
+        assert torch.equal(p.act(obs, deterministic=True)[0], mean)
+
+
+def test_discrete_sampling_follows_softmax():
+    torch.manual_seed(0)
+    policy = build_policy(gymnasium.spaces.Box(-1, 1, (1,)), gymnasium.spaces.Discrete(3), hidden=())
+    with torch.no_grad():
+        policy.actor[-1].weight.zero_()
+        policy.actor[-1].bias.copy_(torch.tensor([2.0, 0.0, -1.0]))
+    obs = torch.zeros(20000, 1)
+    with torch.no_grad():
+        action, _, _ = policy.act(obs, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(action, minlength=3).float() / len(action)
+    torch.testing.assert_close(freq, torch.softmax(torch.tensor([2.0, 0.0, -1.0]), 0), atol=0.015, rtol=0)
+
+
+def test_box_sampling_uses_mean_and_std():
+    policy = build_policy(gymnasium.spaces.Box(-1, 1, (1,)), SPACES["box"], hidden=())
+    with torch.no_grad():
+        policy.actor[-1].weight.zero_()
+        policy.actor[-1].bias.copy_(torch.tensor([0.5, -2.0]))
+        policy.actor_logstd.copy_(torch.tensor([[0.0, np.log(3.0)]]))
+        action, _, _ = policy.act(torch.zeros(20000, 1), generator=np.random.default_rng(0))
+    torch.testing.assert_close(action.mean(0), torch.tensor([0.5, -2.0]), atol=0.06, rtol=0)
+    torch.testing.assert_close(action.std(0), torch.tensor([1.0, 3.0]), atol=0.06, rtol=0)
+
+
+@pytest.mark.parametrize("kind", list(SPACES))
+def test_sampling_is_reproducible_with_generator(kind):
+    policy = make(kind)
+    for make_gen in (lambda: torch.Generator().manual_seed(3), lambda: np.random.default_rng(3)):
+        a1 = policy.act(obs_batch(), generator=make_gen())[0]
+        a2 = policy.act(obs_batch(), generator=make_gen())[0]
+        assert torch.equal(a1, a2)
+
+
+@pytest.mark.parametrize("kind", list(SPACES))
+def test_spec_and_weights_round_trip(kind):
+    policy = make(kind, seed=0)
+    text = json.dumps(policy.spec, allow_nan=False)  # strict JSON, no Infinity
+    clone = policy_from_spec(json.loads(text))
+    obs = obs_batch()
+    with torch.no_grad():
+        clone_before = clone.evaluate(obs, policy.act(obs)[0])[2]
+        assert not torch.equal(clone_before, policy(obs)[1])  # fresh init differs
+        set_weights(clone, get_weights(policy))
+        action = policy.act(obs)[0]
+        for a, b in zip(policy.evaluate(obs, action), clone.evaluate(obs, action)):
+            assert torch.equal(a, b)
+        assert torch.equal(policy.act(obs, deterministic=True)[0], clone.act(obs, deterministic=True)[0])
+
+
+def test_spec_contents():
+    spec = make("box").spec
+    assert spec["obs_shape"] == [2, 3] and spec["hidden"] == [8, 8] and spec["activation"] == "tanh"
+    assert spec["action"] == {"kind": "box", "shape": [2], "low": [-1.0, -1.0], "high": [1.0, 1.0]}
+    unbounded = build_policy(OBS, gymnasium.spaces.Box(-np.inf, np.inf, (2,)), hidden=(4,)).spec
+    assert unbounded["action"]["low"] == [None, None]
+    assert make("multidiscrete").spec["action"]["nvec"] == [3, 4, 5]
+
+
+def test_init_starts_near_uniform():
+    # 0.01-std policy head: logits near zero, so CleanRL's near-uniform initial policy
+    with torch.no_grad():
+        logits, _ = make("discrete")(obs_batch())
+    assert logits.abs().max() < 0.5
+
+
+def test_weights_are_numpy_and_set_weights_accepts_read_only():
+    policy = make("box")
+    weights = get_weights(policy)
+    assert all(isinstance(v, np.ndarray) for v in weights.values())
+    assert "actor_logstd" in weights
+    for v in weights.values():
+        v.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        set_weights(make("box", seed=1), weights)
+    weights.pop("actor_logstd")
+    with pytest.raises(RuntimeError):
+        set_weights(policy, weights)
+
+
+def test_policy_numpy_act_batched_and_unbatched():
+    policy = make("multidiscrete")
+    obs = obs_batch().numpy()
+    action, logprob, value = policy_numpy_act(policy, obs, deterministic=True)
+    assert action.shape == (B, 3) and action.dtype == np.int64
+    assert logprob.shape == value.shape == (B,)
+    single = policy_numpy_act(policy, obs[0], deterministic=True)
+    assert single[0].shape == (3,) and np.isscalar(single[2].item())
+    np.testing.assert_array_equal(single[0], action[0])
+    np.testing.assert_allclose(single[2], value[0], rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_spaces_raise():
+    with pytest.raises(TypeError):
+        build_policy(gymnasium.spaces.Discrete(4), SPACES["discrete"])
+    with pytest.raises(TypeError):
+        build_policy(OBS, gymnasium.spaces.MultiBinary(3))
+    with pytest.raises(ValueError):
+        build_policy(OBS, gymnasium.spaces.Discrete(3, start=1))

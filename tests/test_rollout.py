@@ -1,0 +1,76 @@
+"""Rollout collection without Ray: per-env episode accounting, dummy steps, bootstrap values."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.envs.registry import EnvSpecError, check_env_spec, make_vecenv
+from training.rollout import EnvOutputError, RolloutCollector
+
+
+class ConstantValuePolicy(torch.nn.Module):
+    """Always action 1; value = 10 * first observation feature (so bootstrap values are checkable)."""
+
+    def forward(self, obs):
+        return None, 10.0 * obs[:, 0]
+
+    def act(self, obs, deterministic=False):
+        n = obs.shape[0]
+        return torch.ones(n, dtype=torch.int64), torch.zeros(n), 10.0 * obs[:, 0]
+
+
+def test_native_env_episode_accounting_and_truncation_bootstrap():
+    env = make_vecenv("training.envs.examples:countdown", 4, seed=0)
+    col = RolloutCollector(env, rollout_steps=12, seed=0, policy=ConstantValuePolicy())
+    batch, episodes = col.collect()
+    assert batch["obs"].shape == (12, 4, 2) and batch["actions"].shape == (12, 4)
+    assert batch["valid"].all()  # native envs reset inside the step: no dummy transitions
+    # env 0: length 5, terminal at steps 4 and 9, reward 0 (action 1 != 0)
+    assert np.flatnonzero(batch["terminals"][:, 0]).tolist() == [4, 9]
+    # env 1: length 6, truncated at steps 5 and 11; reward 1 every step
+    assert np.flatnonzero(batch["truncations"][:, 1]).tolist() == [5, 11]
+    # bootstrap = value of the final observation (0 steps left -> 10 * 0 = 0); not the reset obs (10 * 1.2)
+    assert batch["bootstrap_values"][5, 1] == pytest.approx(0.0)
+    returns = {(e["terminated"], e["episode_length"], e["episode_return"]) for e in episodes}
+    assert (1, 5, 0.0) in returns and (0, 6, 6.0) in returns
+    # env-specific info is merged into the episode of the env it belongs to
+    assert {e["score"] for e in episodes if e["episode_length"] == 7} == {7.0}
+    assert len(episodes) == 2 + 2 + 1 + 2  # envs 0..3 with lengths 5, 6, 7, 5 in 12 steps
+    assert batch["last_values"].shape == (4,)
+
+
+def test_emulated_gym_env_marks_reset_step_invalid_and_counts_returns():
+    env = make_vecenv("gym:CartPole-v1", 2, seed=0)
+    col = RolloutCollector(env, rollout_steps=300, seed=0, policy=None)
+    batch, episodes = col.collect()
+    assert episodes, "random CartPole episodes end within 300 steps"
+    done = batch["terminals"] | batch["truncations"]
+    t, i = np.nonzero(done[:-1])
+    assert not batch["valid"][t + 1, i].any(), "the step after a done is PufferLib's reset step"
+    assert batch["valid"].sum() == batch["valid"].size - len(t)
+    for ep in episodes:  # CartPole pays 1 per real step, so return == length
+        assert ep["episode_return"] == ep["episode_length"]
+    # bootstrap for emulated envs is the next step's value (of the final observation)
+    assert np.array_equal(batch["bootstrap_values"][:-1], batch["values"][1:])
+
+
+def test_env_output_errors_name_env_and_field():
+    col = RolloutCollector(make_vecenv("training.envs.examples:countdown_nan", 2, 0), 3, 0,
+                           env_name="training.envs.examples:countdown_nan")
+    with pytest.raises(EnvOutputError, match=r"countdown_nan.*reward"):
+        col.collect()
+    col = RolloutCollector(make_vecenv("training.envs.examples:countdown_bad_shape", 2, 0), 3, 0, env_name="bad")
+    with pytest.raises(EnvOutputError, match=r"'bad'.*observation has shape \(2, 1\)"):
+        col.collect()
+
+
+def test_random_actions_are_seeded():
+    a = RolloutCollector(make_vecenv("gym:CartPole-v1", 2, seed=0), 20, seed=5).collect()[0]["actions"]
+    b = RolloutCollector(make_vecenv("gym:CartPole-v1", 2, seed=0), 20, seed=5).collect()[0]["actions"]
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("spec", ["nonsense", "gym:NoSuchEnv-v0", "no_such_module:make", "training.envs.examples:nope"])
+def test_bad_env_spec(spec):
+    with pytest.raises(EnvSpecError, match="--env"):
+        check_env_spec(spec)

@@ -1,0 +1,68 @@
+"""Small native PufferEnvs: a template for users' factories (``--env training.envs.examples:countdown``)
+and a fixture for tests of the trainer's plumbing (episode accounting, bootstrapping, bad output)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pufferlib
+from gymnasium import spaces
+
+
+class CountdownEnv(pufferlib.PufferEnv):
+    """Env i runs episodes of ``length + i % 3`` steps. Reward 1 when the action equals i % 2.
+    Even envs end by termination, odd envs by truncation (time limit). Observation: [steps left
+    / length, i / num_envs]. ``fault`` injects bad output: "nan" rewards or a "shape" error."""
+
+    def __init__(self, num_envs: int = 4, seed: int = 0, length: int = 5, fault: str | None = None, buf=None):
+        self.single_observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.single_action_space = spaces.Discrete(2)
+        self.num_agents = num_envs
+        super().__init__(buf)
+        self.length = length
+        self.fault = fault
+        self.index = np.arange(num_envs)
+        self.limit = length + self.index % 3
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self.final_observations = np.zeros((num_envs, 2), dtype=np.float32)
+
+    def _write_obs(self):
+        self.observations[:, 0] = (self.limit - self.t) / self.length
+        self.observations[:, 1] = self.index / self.num_agents
+
+    def reset(self, seed=None):
+        self.t[:] = 0
+        self._write_obs()
+        return self.observations, []
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        self.t += 1
+        self.rewards[:] = (actions == self.index % 2).astype(np.float32)
+        done = self.t >= self.limit
+        self.terminals[:] = done & (self.index % 2 == 0)
+        self.truncations[:] = done & (self.index % 2 == 1)
+        self._write_obs()
+        self.final_observations[done] = self.observations[done]
+        infos = [dict(env_index=int(i), score=float(self.limit[i])) for i in np.flatnonzero(done)]
+        self.t[done] = 0
+        self._write_obs()
+        if self.fault == "nan":
+            self.rewards[0] = np.nan
+        if self.fault == "shape":
+            return self.observations[:, :1], self.rewards, self.terminals, self.truncations, infos
+        return self.observations, self.rewards, self.terminals, self.truncations, infos
+
+    def close(self):
+        pass
+
+
+def countdown(num_envs: int = 4, seed: int = 0):
+    return CountdownEnv(num_envs=num_envs, seed=seed)
+
+
+def countdown_nan(num_envs: int = 4, seed: int = 0):
+    return CountdownEnv(num_envs=num_envs, seed=seed, fault="nan")
+
+
+def countdown_bad_shape(num_envs: int = 4, seed: int = 0):
+    return CountdownEnv(num_envs=num_envs, seed=seed, fault="shape")

@@ -1,0 +1,237 @@
+"""Actor-critic MLP policy for flat Box observations and Discrete / MultiDiscrete / Box actions.
+
+The architecture is fully described by a JSON-serialisable ``spec`` dict so that a
+checkpoint (spec + numpy weights) can be rebuilt without the original CLI flags or
+environment. Following CleanRL, the actor and critic are separate MLPs with
+orthogonal init (sqrt(2) hidden, 0.01 policy head, 1.0 value head): the tiny policy
+head starts the policy near uniform, which matters more than any other init detail.
+
+Distribution parameters returned by ``Policy.forward``:
+  * discrete:       logits, (B, n)
+  * multidiscrete:  concatenated logits, (B, sum(nvec))
+  * box:            tuple (mean, log_std), each (B, d); log_std is state-independent
+
+Sampling goes through explicit uniform/normal noise rather than torch.distributions so
+that env runners can pass their own ``torch.Generator`` or ``np.random.Generator`` and
+get reproducible actions independent of the global torch RNG.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium
+import numpy as np
+import torch
+from torch import nn
+
+SPEC_VERSION = 1
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _finite_or_none(values: np.ndarray) -> list:
+    # JSON has no infinity; unbounded Box limits are stored as None.
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def _action_spec(act_space) -> dict:
+    if isinstance(act_space, gymnasium.spaces.Discrete):
+        if int(act_space.start) != 0:
+            raise ValueError(f"Discrete action spaces with start != 0 are not supported: {act_space}")
+        return {"kind": "discrete", "n": int(act_space.n)}
+    if isinstance(act_space, gymnasium.spaces.MultiDiscrete):
+        if np.any(np.asarray(act_space.start) != 0):
+            raise ValueError(f"MultiDiscrete action spaces with start != 0 are not supported: {act_space}")
+        return {
+            "kind": "multidiscrete",
+            "nvec": [int(n) for n in np.asarray(act_space.nvec).ravel()],
+            "shape": [int(s) for s in np.asarray(act_space.nvec).shape],
+        }
+    if isinstance(act_space, gymnasium.spaces.Box):
+        return {
+            "kind": "box",
+            "shape": [int(s) for s in act_space.shape],
+            "low": _finite_or_none(act_space.low),
+            "high": _finite_or_none(act_space.high),
+        }
+    raise TypeError(f"unsupported action space {act_space!r}: expected Discrete, MultiDiscrete or Box")
+
+
+def make_spec(obs_space, act_space, hidden=(256, 256), activation: str = "tanh") -> dict:
+    """The architecture spec build_policy would use, without building the network."""
+    if not isinstance(obs_space, gymnasium.spaces.Box):
+        raise TypeError(f"unsupported observation space {obs_space!r}: expected Box")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    return {
+        "version": SPEC_VERSION,
+        "obs_shape": [int(s) for s in obs_space.shape],
+        "action": _action_spec(act_space),
+        "hidden": [int(h) for h in hidden],
+        "activation": activation,
+    }
+
+
+def _layer(in_dim: int, out_dim: int, std: float) -> nn.Linear:
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def _mlp(in_dim: int, hidden: list[int], out_dim: int, head_std: float, activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [_layer(in_dim, h, math.sqrt(2.0)), _ACTIVATIONS[activation]()]
+        in_dim = h
+    layers.append(_layer(in_dim, out_dim, head_std))
+    return nn.Sequential(*layers)
+
+
+def _uniform(shape, generator, device) -> torch.Tensor:
+    if isinstance(generator, np.random.Generator):
+        noise = torch.from_numpy(generator.random(shape, dtype=np.float32))
+    else:
+        noise = torch.rand(shape, generator=generator)
+    return noise.to(device)
+
+
+def _normal(shape, generator, device) -> torch.Tensor:
+    if isinstance(generator, np.random.Generator):
+        noise = torch.from_numpy(generator.standard_normal(shape, dtype=np.float32))
+    else:
+        noise = torch.randn(shape, generator=generator)
+    return noise.to(device)
+
+
+def _sample_categorical(logits: torch.Tensor, generator) -> torch.Tensor:
+    # Gumbel-max: argmax(logits + Gumbel noise) is an exact categorical sample.
+    u = _uniform(tuple(logits.shape), generator, logits.device).clamp_(1e-20, 1.0 - 1e-7)
+    return torch.argmax(logits - torch.log(-torch.log(u)), dim=-1)
+
+
+def _categorical_logprob_entropy(logits: torch.Tensor, action: torch.Tensor):
+    log_p = torch.log_softmax(logits, dim=-1)
+    logprob = log_p.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return logprob, entropy
+
+
+class Policy(nn.Module):
+    """Separate actor and critic MLPs over flattened float32 observations."""
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        if spec.get("version") != SPEC_VERSION:
+            raise ValueError(f"unsupported policy spec version {spec.get('version')!r}")
+        self.spec = spec
+        self.obs_shape = tuple(spec["obs_shape"])
+        obs_dim = int(np.prod(self.obs_shape, dtype=np.int64))
+        act = spec["action"]
+        self.kind = act["kind"]
+        hidden, activation = list(spec["hidden"]), spec["activation"]
+        if self.kind == "discrete":
+            out_dim = act["n"]
+        elif self.kind == "multidiscrete":
+            self.nvec = list(act["nvec"])
+            out_dim = sum(self.nvec)
+        elif self.kind == "box":
+            self.act_dim = int(np.prod(act["shape"], dtype=np.int64))
+            out_dim = self.act_dim
+            # State-independent log-std (CleanRL continuous PPO); starts at std = 1.
+            self.actor_logstd = nn.Parameter(torch.zeros(1, self.act_dim))
+        else:
+            raise ValueError(f"unknown action kind {self.kind!r}")
+        self.actor = _mlp(obs_dim, hidden, out_dim, 0.01, activation)
+        self.critic = _mlp(obs_dim, hidden, 1, 1.0, activation)
+
+    def _flat(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.reshape(obs.shape[0], -1).to(torch.float32)
+
+    def forward(self, obs: torch.Tensor):
+        """obs (B, *obs_shape) of any dtype -> (dist_params, value (B,))."""
+        x = self._flat(obs)
+        value = self.critic(x).squeeze(-1)
+        out = self.actor(x)
+        if self.kind == "box":
+            return (out, self.actor_logstd.expand_as(out)), value
+        return out, value
+
+    def _logprob_entropy(self, params, action: torch.Tensor):
+        if self.kind == "discrete":
+            return _categorical_logprob_entropy(params, action)
+        if self.kind == "multidiscrete":
+            action = action.reshape(action.shape[0], -1)
+            pairs = [
+                _categorical_logprob_entropy(logits, action[:, i])
+                for i, logits in enumerate(torch.split(params, self.nvec, dim=-1))
+            ]
+            return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+        mean, log_std = params
+        action = action.reshape(mean.shape).to(mean.dtype)
+        z = (action - mean) * torch.exp(-log_std)
+        logprob = (-0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)
+        entropy = (0.5 + _LOG_SQRT_2PI + log_std).sum(-1)
+        return logprob, entropy
+
+    def _sample(self, params, deterministic: bool, generator) -> torch.Tensor:
+        if self.kind == "discrete":
+            return params.argmax(-1) if deterministic else _sample_categorical(params, generator)
+        if self.kind == "multidiscrete":
+            parts = [
+                logits.argmax(-1) if deterministic else _sample_categorical(logits, generator)
+                for logits in torch.split(params, self.nvec, dim=-1)
+            ]
+            return torch.stack(parts, dim=-1)
+        mean, log_std = params
+        if deterministic:
+            return mean
+        return mean + torch.exp(log_std) * _normal(tuple(mean.shape), generator, mean.device)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None):
+        """-> (action, logprob (B,), value (B,)). Discrete: int64 (B,); MultiDiscrete: int64 (B, k);
+        Box: float32 (B, d), unsquashed (the env wrapper clips). ``generator`` may be a
+        torch.Generator (CPU), an np.random.Generator, or None for the global torch RNG."""
+        params, value = self.forward(obs)
+        action = self._sample(params, deterministic, generator)
+        logprob, _ = self._logprob_entropy(params, action)
+        return action, logprob, value
+
+    def evaluate(self, obs: torch.Tensor, action: torch.Tensor):
+        """-> (logprob (B,), entropy (B,), value (B,)) of given actions under the current policy."""
+        params, value = self.forward(obs)
+        logprob, entropy = self._logprob_entropy(params, action)
+        return logprob, entropy, value
+
+
+def build_policy(obs_space, act_space, hidden=(256, 256), activation: str = "tanh") -> Policy:
+    return Policy(make_spec(obs_space, act_space, hidden, activation))
+
+
+def policy_from_spec(spec: dict) -> Policy:
+    return Policy(spec)
+
+
+def policy_numpy_act(policy: Policy, obs_np: np.ndarray, deterministic: bool = False, generator=None):
+    """Numpy in, numpy out, no autograd. Accepts a batch (B, *obs_shape) or one unbatched obs."""
+    obs_np = np.asarray(obs_np)
+    if not obs_np.flags.writeable:  # torch warns on read-only buffers (shared memory, Ray)
+        obs_np = obs_np.copy()
+    unbatched = obs_np.shape == policy.obs_shape
+    obs = torch.from_numpy(obs_np[None] if unbatched else obs_np)
+    device = next(policy.parameters()).device
+    with torch.no_grad():
+        action, logprob, value = policy.act(obs.to(device), deterministic, generator)
+    out = tuple(t.cpu().numpy() for t in (action, logprob, value))
+    return tuple(a[0] for a in out) if unbatched else out
+
+
+def get_weights(policy: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in policy.state_dict().items()}
+
+
+def set_weights(policy: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    # np.array copies: arrays from Ray's object store are read-only and torch warns on them.
+    state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in weights.items()}
+    policy.load_state_dict(state, strict=True)

@@ -1,0 +1,238 @@
+"""Ray-free PPO math: advantages (GAE, V-trace), losses, minibatching, the update loop.
+
+Rollout layout: arrays are (T, N) = (time, env); index t holds the transition taken
+from observation t, so ``rewards[t]``, ``terminals[t]`` and ``truncations[t]`` are the
+outcome of action t (gymnasium convention, not PufferLib's shifted one).
+
+Invalid ("dummy") steps: PufferLib's Serial backend spends one step resetting a
+finished gym env; that step carries no real transition. Marking it ``valid=False``
+gives it advantage 0, stops the GAE carry at it, and gives it weight 0 in every loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _check_shapes(named: dict[str, np.ndarray], last_values: np.ndarray) -> tuple[int, int]:
+    shape = named["values"].shape
+    if len(shape) != 2:
+        raise ValueError(f"values must be (T, N), got shape {shape}")
+    for name, arr in named.items():
+        if arr.shape != shape:
+            raise ValueError(f"{name} has shape {arr.shape}, expected {shape} like values")
+    if last_values.shape != (shape[1],):
+        raise ValueError(f"last_values has shape {last_values.shape}, expected ({shape[1]},)")
+    return shape
+
+
+def _advantage_scan(rewards, values, terminals, truncations, valid, bootstrap_values, last_values,
+                    gamma, gae_lambda, ratios=None, rho_clip=1.0, c_clip=1.0):
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    rewards, values, bootstrap_values, last_values = map(f32, (rewards, values, bootstrap_values, last_values))
+    terminals, truncations, valid = (np.asarray(a).astype(bool) for a in (terminals, truncations, valid))
+    named = dict(rewards=rewards, values=values, terminals=terminals, truncations=truncations,
+                 valid=valid, bootstrap_values=bootstrap_values)
+    if ratios is not None:
+        named["ratios"] = ratios = f32(ratios)
+    T, N = _check_shapes(named, last_values)
+    gamma, gae_lambda = np.float32(gamma), np.float32(gae_lambda)
+
+    advantages = np.zeros((T, N), dtype=np.float32)
+    carry = np.zeros(N, dtype=np.float32)
+    for t in reversed(range(T)):
+        next_values = last_values if t == T - 1 else values[t + 1]
+        nv = np.where(terminals[t], np.float32(0.0),
+                      np.where(truncations[t], bootstrap_values[t], next_values))
+        # The carry belongs to the next episode once this step ended one.
+        carry = np.where(terminals[t] | truncations[t], np.float32(0.0), carry)
+        delta = rewards[t] + gamma * nv - values[t]
+        if ratios is None:
+            adv = delta + gamma * gae_lambda * carry
+        else:
+            rho = np.minimum(ratios[t], np.float32(rho_clip))
+            c = np.minimum(ratios[t], np.float32(c_clip))
+            adv = rho * delta + gamma * gae_lambda * c * carry
+        # A dummy step also passes a zero carry backwards: it is not part of any episode.
+        carry = np.where(valid[t], adv, np.float32(0.0)).astype(np.float32)
+        advantages[t] = carry
+    return advantages, (advantages + values).astype(np.float32)
+
+
+def compute_gae(rewards, values, terminals, truncations, valid, bootstrap_values, last_values,
+                gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation with terminal/truncation handling -> (advantages, returns).
+
+    Per env, backwards over t: next value nv = 0 if terminals[t], bootstrap_values[t]
+    (value of the obs the episode was truncated on) if truncations[t], else values[t+1]
+    (last_values at t = T-1). The carry from t+1 is cut on either kind of done.
+      delta_t = r_t + gamma * nv - V_t
+      A_t     = delta_t + gamma * lambda * A_{t+1}      (A_t = 0 where not valid[t])
+    returns = advantages + values. All (T, N) float32 except last_values (N,).
+    """
+    return _advantage_scan(rewards, values, terminals, truncations, valid, bootstrap_values,
+                           last_values, gamma, gae_lambda)
+
+
+def compute_vtrace(rewards, values, terminals, truncations, valid, bootstrap_values, last_values,
+                   ratios, gamma: float, gae_lambda: float, rho_clip: float = 1.0,
+                   c_clip: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Off-policy-corrected GAE, as PufferLib's ``compute_puff_advantage`` -> (advantages, returns).
+
+    ``ratios`` (T, N) are pi(a_t|s_t) / mu(a_t|s_t) for the learner policy pi and the
+    behaviour policy mu that collected the data. With rho_t = min(ratio_t, rho_clip)
+    and c_t = min(ratio_t, c_clip), and nv / done-cutting exactly as in compute_gae:
+      A_t = rho_t * (r_t + gamma * nv - V_t) + gamma * lambda * c_t * A_{t+1}
+    This is IMPALA's v_s - V(s) with truncated traces c_t scaled by lambda; with all
+    ratios 1 (and clips >= 1) it reduces to compute_gae. returns = advantages + values
+    are the V-trace value targets.
+    """
+    return _advantage_scan(rewards, values, terminals, truncations, valid, bootstrap_values,
+                           last_values, gamma, gae_lambda, ratios, rho_clip, c_clip)
+
+
+def minibatch_indices(batch_size: int, num_minibatches: int,
+                      generator: np.random.Generator) -> list[np.ndarray]:
+    """A fresh permutation of range(batch_size) split into num_minibatches equal parts."""
+    if num_minibatches <= 0:
+        raise ValueError(f"num_minibatches must be positive, got {num_minibatches}")
+    if batch_size < num_minibatches:
+        raise ValueError(f"batch_size {batch_size} < num_minibatches {num_minibatches}: "
+                         "a minibatch would be empty")
+    if batch_size % num_minibatches != 0:
+        raise ValueError(f"batch_size {batch_size} is not divisible by num_minibatches "
+                         f"{num_minibatches}; pick sizes so every minibatch has the same size")
+    return np.split(generator.permutation(batch_size), num_minibatches)
+
+
+def _wmean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    # An all-invalid minibatch yields 0 instead of 0/0.
+    return (x * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns,
+               weights, clip_coef: float, vf_clip_coef: float, norm_adv: bool = True) -> dict:
+    """CleanRL's PPO losses as weighted means over entries with weights > 0.
+
+    Returns tensors policy_loss, value_loss, entropy (differentiable) and approx_kl,
+    clipfrac (detached diagnostics). Advantages are normalised over the valid entries
+    of this minibatch with the unbiased std, as CleanRL's ``.std()`` does.
+    """
+    weights = weights.to(new_logprob.dtype)
+    logratio = new_logprob - old_logprob
+    ratio = logratio.exp()
+
+    if norm_adv:
+        n = weights.sum()
+        mean = _wmean(advantages, weights)
+        var = (weights * (advantages - mean) ** 2).sum() / (n - 1.0).clamp(min=1.0)
+        advantages = (advantages - mean) / (var.sqrt() + 1e-8)
+
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    policy_loss = _wmean(torch.max(pg_loss1, pg_loss2), weights)
+
+    v_loss_unclipped = (new_value - returns) ** 2
+    if vf_clip_coef is not None and vf_clip_coef > 0:
+        v_clipped = old_value + torch.clamp(new_value - old_value, -vf_clip_coef, vf_clip_coef)
+        v_loss_max = torch.max(v_loss_unclipped, (v_clipped - returns) ** 2)
+    else:
+        v_loss_max = v_loss_unclipped
+    value_loss = 0.5 * _wmean(v_loss_max, weights)
+
+    with torch.no_grad():
+        approx_kl = _wmean((ratio - 1.0) - logratio, weights)
+        clipfrac = _wmean(((ratio - 1.0).abs() > clip_coef).to(weights.dtype), weights)
+
+    return {"policy_loss": policy_loss, "value_loss": value_loss,
+            "entropy": _wmean(entropy, weights), "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def explained_variance(values, returns, weights=None) -> float:
+    """1 - Var[R - V] / Var[R] over entries with weight > 0 (population variances).
+
+    NaN when Var[R] is 0 (e.g. all returns equal) or nothing is valid: "undefined",
+    not "perfect", so callers should log it as-is rather than treat it as a number.
+    """
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    returns = torch.as_tensor(returns, dtype=torch.float64).flatten()
+    mask = torch.ones_like(values, dtype=torch.bool) if weights is None \
+        else torch.as_tensor(weights).flatten() > 0
+    v, r = values[mask], returns[mask]
+    if r.numel() == 0:
+        return float("nan")
+    var_r = r.var(unbiased=False)
+    if var_r == 0:
+        return float("nan")
+    return float(1.0 - (r - v).var(unbiased=False) / var_r)
+
+
+_BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns", "valid")
+
+
+def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, *,
+               update_epochs: int, num_minibatches: int, clip_coef: float, vf_clip_coef: float,
+               ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
+               target_kl: float | None = None, generator: np.random.Generator) -> dict[str, float]:
+    """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
+
+    batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
+    (valid: bool or 0/1). Early stop (CleanRL): after an epoch whose last minibatch had
+    approx_kl > target_kl. Returned losses are means over the minibatch updates done;
+    grad_norm is the mean pre-clip global norm (it can exceed max_grad_norm, the step
+    cannot); explained_variance uses the pre-update values (NaN if returns are constant).
+    max_grad_norm None or <= 0 disables clipping.
+    """
+    missing = [k for k in _BATCH_KEYS if k not in batch]
+    if missing:
+        raise KeyError(f"batch is missing keys {missing}")
+    batch_size = batch["obs"].shape[0]
+    for k in _BATCH_KEYS:
+        if batch[k].shape[0] != batch_size:
+            raise ValueError(f"batch[{k!r}] has {batch[k].shape[0]} rows, obs has {batch_size}")
+    weights = batch["valid"].to(torch.float32)
+    clip_norm = max_grad_norm if max_grad_norm is not None and max_grad_norm > 0 else float("inf")
+    params = [p for p in policy.parameters() if p.requires_grad]
+
+    sums = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")}
+    updates = 0
+    for _ in range(update_epochs):
+        approx_kl = 0.0
+        for idx_np in minibatch_indices(batch_size, num_minibatches, generator):
+            idx = torch.from_numpy(idx_np).to(batch["obs"].device)
+            new_logprob, entropy, new_value = policy.evaluate(batch["obs"][idx], batch["actions"][idx])
+            losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
+                                batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
+                                weights[idx], clip_coef, vf_clip_coef, norm_adv)
+            loss = losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(params, clip_norm)
+            optimizer.step()
+
+            for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"):
+                sums[k] += float(losses[k].detach())
+            sums["grad_norm"] += float(grad_norm)
+            approx_kl = float(losses["approx_kl"])
+            updates += 1
+        if target_kl is not None and approx_kl > target_kl:
+            break
+
+    stats = {k: v / max(updates, 1) for k, v in sums.items()}
+    stats["explained_variance"] = explained_variance(batch["values"], batch["returns"], weights)
+    stats["num_minibatch_updates"] = updates
+    return stats
+
+
+def linear_lr(initial_lr: float, update_index: int, total_updates: int, anneal: bool = True) -> float:
+    """CleanRL's linear annealing with a 0-based update_index: initial_lr at update 0,
+    initial_lr / total_updates at the last update, clamped to >= 0 beyond it."""
+    if not anneal:
+        return float(initial_lr)
+    if total_updates <= 0:
+        raise ValueError(f"total_updates must be positive when annealing, got {total_updates}")
+    frac = max(0.0, 1.0 - update_index / total_updates)
+    return float(initial_lr) * min(frac, 1.0)

@@ -1,0 +1,487 @@
+"""On-disk layout of one training run (``runs/<run_id>/``) and the helpers that keep it consistent.
+
+The API and web front end read these files while training writes them, and a crashed run must
+resume without duplicating or losing windows, so every whole-file write is atomic and every
+append is fsynced. See shared/spec/run_artifacts.md for the contract this module implements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+CHECKPOINT_FORMAT_VERSION = 1
+_CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
+_FINAL_STATUSES = ("completed", "failed", "stopped")
+
+
+class RunStoreError(RuntimeError):
+    """The run directory is missing, clashes with another run, or holds inconsistent files."""
+
+
+class CheckpointError(RunStoreError):
+    """A checkpoint file cannot be used; the message starts with the file's path."""
+
+
+def utc_now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def json_safe(value: Any) -> Any:
+    """Numpy/torch scalars to Python numbers, NaN/inf to None (strict JSON has neither)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if callable(getattr(value, "tolist", None)):  # numpy / torch scalars and arrays
+        return json_safe(value.tolist())
+    raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Without this the rename itself may be lost on power failure; some platforms cannot open dirs.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target so os.replace is a rename within one filesystem (atomic).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see either the old or the new file, whole."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def default_run_id(now: _dt.datetime | None = None, cwd: str | os.PathLike | None = None) -> str:
+    """``<UTC yyyymmddTHHMMSSZ>-<git short sha or "nogit">``, the first version's run id."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    stamp = now.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    sha = "nogit"
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=3, check=False)
+        candidate = out.stdout.strip()
+        if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{4,40}", candidate):
+            sha = candidate
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{stamp}-{sha}"
+
+
+def _run_path(*parts: str) -> property:
+    return property(lambda self: self._run_dir.joinpath(*parts))
+
+
+class RunStore:
+    """Paths and reads/writes for one run directory. Single writer: the training driver."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        # Use create()/open(); the constructor does no checks so both share it.
+        self._run_dir = Path(run_dir)
+        self._last_window_id: int | None = None  # cached for the continuity check in append_window
+        self._torn_tail = False
+
+    @classmethod
+    def create(cls, run_root: str | os.PathLike, run_id: str) -> "RunStore":
+        """Create ``<run_root>/<run_id>/`` and its sub-folders; never reuse another run's."""
+        if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id:
+            raise RunStoreError(f"invalid run id {run_id!r}: it must be a single folder name")
+        run_dir = Path(run_root) / run_id
+        if run_dir.exists():
+            if not run_dir.is_dir():
+                raise RunStoreError(f"run directory {run_dir} exists and is not a directory")
+            if any(run_dir.iterdir()):
+                raise RunStoreError(
+                    f"run directory {run_dir} already exists and is not empty; a new run never "
+                    f"overwrites another: choose another --run-id or resume that run"
+                )
+        return cls(run_dir)._make_dirs()
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike) -> "RunStore":
+        """Open an existing run (for resume); it must hold the config.json written at its start."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise RunStoreError(f"cannot resume: run directory {run_dir} does not exist")
+        store = cls(run_dir)
+        if not store.config_path.is_file():
+            raise RunStoreError(f"cannot resume: {store.config_path} is missing; "
+                                f"{run_dir} is not a run")
+        return store._make_dirs()
+
+    def _make_dirs(self) -> "RunStore":
+        for d in (self.metrics_dir, self.checkpoints_dir, self.replays_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # -- paths (all derived from run_dir) -----------------------------------------------------
+    run_dir = property(lambda self: self._run_dir)
+    run_id = property(lambda self: self._run_dir.name)
+    config_path = _run_path("config.json")
+    metadata_path = _run_path("run_metadata.json")
+    metrics_dir = _run_path("metrics")
+    windows_path = _run_path("metrics", "windows.jsonl")
+    checkpoints_dir = _run_path("checkpoints")
+    replays_dir = _run_path("replays")
+    replay_index_path = _run_path("replay_index.json")
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """Run-relative POSIX path, the form stored in run_metadata.json."""
+        p = Path(path)
+        try:
+            if p.is_absolute():
+                p = p.relative_to(self._run_dir.absolute())
+            elif p.parts[: len(self._run_dir.parts)] == self._run_dir.parts:
+                p = p.relative_to(self._run_dir)
+        except ValueError:
+            pass  # outside the run dir: keep as given
+        return p.as_posix()
+
+    def checkpoint_path(self, window_id: int) -> Path:
+        return self.checkpoints_dir / f"ckpt_{int(window_id):06d}.pt"
+
+    # -- config / metadata ---------------------------------------------------------------------
+    def write_config(self, cfg: dict) -> None:
+        # Written once: a resumed run records its resume in run_metadata instead of rewriting it.
+        if self.config_path.exists():
+            raise RunStoreError(f"{self.config_path} already exists; config.json is written once")
+        atomic_write_json(self.config_path, cfg)
+
+    def read_config(self) -> dict:
+        return self._read_json(self.config_path)
+
+    def write_metadata(self, meta: dict) -> None:
+        atomic_write_json(self.metadata_path, meta)
+
+    def read_metadata(self) -> dict | None:
+        """The metadata dict, or None when the run died before writing it."""
+        if not self.metadata_path.exists():
+            return None
+        return self._read_json(self.metadata_path)
+
+    @staticmethod
+    def _read_json(path: Path) -> dict:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise RunStoreError(f"{path}: file not found") from None
+        except (OSError, ValueError) as exc:
+            raise RunStoreError(f"{path}: cannot read JSON ({exc})") from exc
+
+    # -- windows.jsonl -------------------------------------------------------------------------
+    def append_window(self, row: dict) -> None:
+        """Append one row (fsynced); its window_id must follow the file's last (no dup, no gap)."""
+        window_id = int(row["window_id"])
+        if self._last_window_id is None:
+            rows = self.read_windows()
+            if self._torn_tail:
+                # Appending would glue the new row onto the fragment and corrupt both.
+                raise RunStoreError(
+                    f"{self.windows_path}: torn last line; call truncate_windows() first")
+            self._last_window_id = int(rows[-1]["window_id"]) if rows else -1
+        if window_id != self._last_window_id + 1:
+            raise RunStoreError(
+                f"{self.windows_path}: window_id {window_id} does not follow "
+                f"{self._last_window_id}; truncate_windows() before resuming"
+            )
+        line = json.dumps(json_safe(row), separators=(",", ":"), allow_nan=False) + "\n"
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.windows_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._last_window_id = window_id
+
+    def _read_window_lines(self) -> list[tuple[str, dict]]:
+        self._torn_tail = False
+        try:
+            with open(self.windows_path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                out.append((line, json.loads(line)))
+            except ValueError:
+                # A crash mid-append can tear only the last line; anything else is real corruption.
+                if i == len(lines) - 1:
+                    self._torn_tail = True
+                    warnings.warn(f"{self.windows_path}: ignoring torn last line {i + 1}",
+                                  stacklevel=3)
+                    continue
+                raise RunStoreError(
+                    f"{self.windows_path}: line {i + 1} is not valid JSON") from None
+        return out
+
+    def read_windows(self) -> list[dict]:
+        return [row for _, row in self._read_window_lines()]
+
+    def truncate_windows(self, after_window_id: int) -> int:
+        """Keep rows with window_id <= after_window_id (atomic rewrite); return how many dropped."""
+        entries = self._read_window_lines()
+        kept = [(line, row) for line, row in entries if int(row["window_id"]) <= after_window_id]
+        ids = [int(row["window_id"]) for _, row in kept]
+        if ids != list(range(len(ids))):
+            raise RunStoreError(f"{self.windows_path}: window ids are not 0..{len(ids) - 1}: {ids}")
+        if self.windows_path.exists():
+            data = "".join(line + "\n" for line, _ in kept).encode("utf-8")
+            atomic_write_bytes(self.windows_path, data)
+        self._last_window_id = ids[-1] if ids else -1
+        return len(entries) - len(kept)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, window_id: int, state: dict) -> str:
+        """Write ``checkpoints/ckpt_<window_id:06d>.pt`` atomically; return its run-relative path.
+
+        An existing file for the same window (only possible after resuming past an unloadable
+        one) is renamed aside, not deleted, so no bytes a person may want to inspect are lost.
+        """
+        payload = dict(state)
+        version = payload.setdefault("format_version", CHECKPOINT_FORMAT_VERSION)
+        if version != CHECKPOINT_FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint format_version {version!r} != {CHECKPOINT_FORMAT_VERSION}")
+        payload.setdefault("window_id", int(window_id))
+        path = self.checkpoint_path(window_id)
+        if path.exists():
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            aside = path.with_name(f"{path.name}.superseded-{stamp}")
+            os.replace(path, aside)
+            warnings.warn(f"{path}: already existed; kept the old file as {aside.name}",
+                          stacklevel=2)
+        atomic_torch_save(path, payload)
+        return self.relative(path)
+
+    def list_checkpoints(self) -> list[Path]:
+        """Checkpoint files by ascending window id (loadable or not)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for p in self.checkpoints_dir.iterdir():
+            m = _CKPT_RE.match(p.name)
+            if m and p.is_file():
+                found.append((int(m.group(1)), p))
+        return [p for _, p in sorted(found)]
+
+    def latest_checkpoint_state(self) -> tuple[Path, dict] | None:
+        """(path, state) of the newest checkpoint that loads; unloadable newer files are skipped."""
+        for path in reversed(self.list_checkpoints()):
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as exc:
+                warnings.warn(f"skipping unusable checkpoint: {exc}", stacklevel=2)
+        return None
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.latest_checkpoint_state()
+        return found[0] if found else None
+
+    def prepare_resume(self) -> tuple[str | None, dict | None, list[dict]]:
+        """Find the newest loadable checkpoint and cut windows.jsonl back to its window.
+
+        Returns (run-relative checkpoint path, its state, kept rows 0..window_id); with no
+        loadable checkpoint, (None, None, []) after dropping every row: training restarts
+        from step 0 in the same run directory.
+        """
+        found = self.latest_checkpoint_state()
+        if found is None:
+            self.truncate_windows(-1)
+            return None, None, []
+        path, state = found
+        window_id = int(_CKPT_RE.match(path.name).group(1))
+        self.truncate_windows(window_id)
+        rows = self.read_windows()
+        if len(rows) != window_id + 1:
+            # The driver must append a window's row before saving that window's checkpoint.
+            raise RunStoreError(f"{self.windows_path}: holds {len(rows)} rows but {path.name} "
+                                f"is for window {window_id}; cannot resume without a gap")
+        return self.relative(path), state, rows
+
+    def load_checkpoint(self, path: str | os.PathLike) -> dict:
+        """Like load_checkpoint(); a relative path is run-relative when that file exists."""
+        p = Path(path)
+        if not p.is_absolute() and (self._run_dir / p).exists():
+            p = self._run_dir / p
+        return load_checkpoint(p)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint onto the CPU; raise ``CheckpointError("<path>: <reason>")`` if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from exc
+    try:
+        # weights_only=False: these are the run's own files and they carry numpy RNG states,
+        # which the restricted unpickler rejects.
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for truncated/garbage input
+        raise CheckpointError(
+            f"{path}: corrupt or partial checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (holds {type(state).__name__}, not dict)")
+    if "format_version" not in state:
+        raise CheckpointError(f"{path}: missing format_version key")
+    if state["format_version"] != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: unknown format_version {state['format_version']!r} "
+            f"(this trainer reads {CHECKPOINT_FORMAT_VERSION})"
+        )
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# run_metadata.json builders: pure functions returning a new dict, so a failed write leaves the
+# caller's previous dict intact.
+
+_LATEST_WINDOW_KEYS = ("window_id", "window_complete", "env_steps_start", "env_steps_end",
+                       "env_steps_in_window", "env_steps_total")
+
+
+def new_metadata(run_id: str, trainer_backend: str, target_env_steps: int, window_env_steps: int,
+                 extra: dict | None = None) -> dict:
+    now = utc_now_iso()
+    meta: dict[str, Any] = {
+        "run_id": run_id, "status": "running", "trainer_backend": trainer_backend,
+        "target_env_steps": int(target_env_steps), "window_env_steps": int(window_env_steps),
+        "env_steps_total": 0, "episodes_total": 0, "windows_emitted": 0, "checkpoints_written": 0,
+        "latest_window": None, "latest_checkpoint": None, "latest_replay": None,
+        "replay_index_path": None, "metrics_windows_path": "metrics/windows.jsonl",
+        "checkpoints_dir": "checkpoints", "replays_dir": "replays", "config_path": "config.json",
+        "wandb_run_url": None, "constellation_url": None,
+        "started_at": now, "updated_at": now, "finished_at": None, "last_window_sps": None,
+    }
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra metadata keys {clash} clash with contract fields")
+    meta.update(copy.deepcopy(extra or {}))
+    return meta
+
+
+def _latest_window(row: dict) -> dict:
+    out = {k: row.get(k) for k in _LATEST_WINDOW_KEYS}
+    out["metrics_row_path"] = "metrics/windows.jsonl"
+    return out
+
+
+def metadata_after_window(meta: dict, window_row: dict) -> dict:
+    out = copy.deepcopy(meta)
+    out["env_steps_total"] = int(window_row["env_steps_total"])
+    out["episodes_total"] = (int(out.get("episodes_total") or 0)
+                             + int(window_row.get("episodes_completed") or 0))
+    out["windows_emitted"] = int(out.get("windows_emitted", 0)) + 1
+    out["latest_window"] = _latest_window(window_row)
+    out["last_window_sps"] = window_row.get("sps")
+    out["updated_at"] = utc_now_iso()
+    return out
+
+
+def metadata_after_checkpoint(meta: dict, window_id: int, env_steps_total: int, path: str) -> dict:
+    out = copy.deepcopy(meta)
+    now = utc_now_iso()
+    out["checkpoints_written"] = int(out.get("checkpoints_written", 0)) + 1
+    out["latest_checkpoint"] = {"window_id": int(window_id),
+                                "env_steps_total": int(env_steps_total),
+                                "path": str(path), "created_at": now}
+    out["updated_at"] = now
+    return out
+
+
+def metadata_finished(meta: dict, status: str, error: str | None = None) -> dict:
+    if status not in _FINAL_STATUSES:
+        raise ValueError(f"final status must be one of {_FINAL_STATUSES}, got {status!r}")
+    out = copy.deepcopy(meta)
+    now = utc_now_iso()
+    out.update(status=status, finished_at=now, updated_at=now)
+    out.pop("error", None)
+    if status == "failed" or error is not None:
+        out["error"] = error or "UnknownError: run failed"
+    return out
+
+
+def metadata_resumed(meta: dict, from_window_id: int, from_checkpoint: str | None, *,
+                     windows: list[dict] | None = None) -> dict:
+    """Record a resume; with ``windows`` (rows kept by truncate_windows) also roll back counters.
+
+    The crashed process may have written metadata for windows past its last loadable checkpoint,
+    so the kept rows, not the old counters, are the truth about what the run has produced.
+    """
+    out = copy.deepcopy(meta)
+    now = utc_now_iso()
+    out.setdefault("resumes", []).append(
+        {"time": now, "from_window": int(from_window_id), "checkpoint": from_checkpoint})
+    out.update(status="running", finished_at=None, updated_at=now)
+    out.pop("error", None)
+    if windows is not None:
+        last = windows[-1] if windows else None
+        out["windows_emitted"] = len(windows)
+        out["episodes_total"] = sum(int(r.get("episodes_completed") or 0) for r in windows)
+        out["env_steps_total"] = int(last["env_steps_total"]) if last else 0
+        out["latest_window"] = _latest_window(last) if last else None
+        out["last_window_sps"] = last.get("sps") if last else None
+    latest = out.get("latest_checkpoint")
+    if from_checkpoint is None:
+        out["latest_checkpoint"] = None
+    elif not latest or latest.get("path") != from_checkpoint:
+        # The crash came between writing this checkpoint and recording it.
+        steps = next((r["env_steps_total"] for r in windows or []
+                      if r["window_id"] == from_window_id), None)
+        out["latest_checkpoint"] = {"window_id": int(from_window_id), "env_steps_total": steps,
+                                    "path": from_checkpoint, "created_at": now}
+    return out

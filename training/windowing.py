@@ -1,0 +1,232 @@
+"""Turn collection rounds into the fixed-size metric windows of ``metrics/windows.jsonl``.
+
+The first version had two bugs this module is shaped to prevent: one return accumulator
+shared by every env (returns of different envs got mixed), and "means" that averaged cumulative
+per-episode counters once per tick. Here the only episode-level input is one finished-episode
+dict per episode, already tracked per env by the runner, and every ``<key>_mean`` is a mean over
+the episodes that ended in the window.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from typing import Any, Callable, Iterable
+
+from training.run_store import json_safe
+
+LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
+
+# Episode keys with their own treatment; every other numeric key becomes `<key>_mean`.
+_COUNTED_EPISODE_KEYS = ("terminated", "truncated")
+_RETURN_KEY = "episode_return"
+
+_BASE_FIELDS = (
+    "run_id", "window_id", "window_complete", "env_steps_start", "env_steps_end",
+    "env_steps_in_window", "env_steps_total", "episodes_completed", "terminated_episodes",
+    "truncated_episodes", "reward_sum", "reward_mean", "return_mean",
+)
+_TAIL_FIELDS = LOSS_KEYS + ("learning_rate", "sps", "wall_time_s")
+RESERVED_FIELDS = frozenset(_BASE_FIELDS + _TAIL_FIELDS)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for missing/non-numeric/NaN values (they never enter a mean)."""
+    if value is None or isinstance(value, str):
+        return None
+    if hasattr(value, "item") and not isinstance(value, numbers.Number):
+        try:
+            value = value.item()  # 0-d numpy arrays and torch tensors
+        except (ValueError, RuntimeError):
+            return None
+    if not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class _MeanAcc:
+    """Per-key sum and count, so each key is averaged over the items that actually had it."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, value: Any) -> None:
+        v = _number(value)
+        if v is not None:
+            self.sums[key] = self.sums.get(key, 0.0) + v
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def mean(self, key: str) -> float | None:
+        n = self.counts.get(key, 0)
+        return self.sums[key] / n if n else None
+
+
+class _Window:
+    def __init__(self, env_steps_start: int) -> None:
+        self.env_steps_start = env_steps_start
+        self.env_steps = 0
+        self.rounds = 0
+        self.reward_sum = 0.0
+        self.reward_nonfinite = False
+        self.wall_s = 0.0
+        self.episodes = 0
+        self.terminated = 0
+        self.truncated = 0
+        self.episode_acc = _MeanAcc()
+        self.learner_acc = _MeanAcc()
+        self.extra_acc = _MeanAcc()
+        self.learning_rate: float | None = None
+
+
+class WindowAggregator:
+    """Accumulates rounds and emits one row per window.
+
+    Window policy: windows are rounded to whole rounds. A window closes at the end of the
+    first round at which its step count reaches ``window_env_steps``; the whole of that round,
+    including steps past the nominal boundary, belongs to the closing window and the next
+    window starts at the following round. So ``env_steps_in_window`` (the truth) is
+    ``>= window_env_steps`` and each window's ``env_steps_start`` equals the previous window's
+    ``env_steps_end``. A round never closes more than one window, however large it is.
+
+    ``sps`` is ``env_steps_in_window`` over the summed ``wall_time_s`` of the window's rounds
+    (pass each round's full wall time, overhead included, to get end-to-end throughput);
+    ``wall_time_s`` in a row is seconds on ``clock`` since this aggregator was created, i.e.
+    since the run (or the resumed run) started.
+    """
+
+    def __init__(self, run_id: str, window_env_steps: int, start_window_id: int = 0,
+                 start_env_steps: int = 0, *, episode_keys: Iterable[str] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if int(window_env_steps) <= 0:
+            raise ValueError(f"window_env_steps must be positive, got {window_env_steps}")
+        if int(start_window_id) < 0 or int(start_env_steps) < 0:
+            raise ValueError("start_window_id and start_env_steps must be >= 0")
+        self.run_id = run_id
+        self.window_env_steps = int(window_env_steps)
+        self._next_window_id = int(start_window_id)
+        self._env_steps_total = int(start_env_steps)
+        self._clock = clock
+        self._t0 = clock()
+        # Keys seen once stay in every later row (None when absent) so columns are stable.
+        self._episode_keys: dict[str, None] = {}
+        for key in episode_keys:
+            if f"{key}_mean" in RESERVED_FIELDS:
+                raise ValueError(f"episode metric {key!r} would overwrite row field {key}_mean")
+            if key not in (_RETURN_KEY, *_COUNTED_EPISODE_KEYS):
+                self._episode_keys[key] = None
+        self._extra_keys: dict[str, None] = {}
+        self._win = _Window(self._env_steps_total)
+
+    # -- state the driver may need -------------------------------------------------------------
+    @property
+    def next_window_id(self) -> int:
+        return self._next_window_id
+
+    @property
+    def env_steps_total(self) -> int:
+        """Steps added so far, including the open window's."""
+        return self._env_steps_total
+
+    @property
+    def pending_env_steps(self) -> int:
+        return self._win.env_steps
+
+    # -- input ---------------------------------------------------------------------------------
+    def add_round(self, env_steps: int, reward_sum: float, episodes: list[dict],
+                  learner_metrics: dict | None, wall_time_s: float, *,
+                  extra: dict | None = None) -> list[dict]:
+        """Add one collection round; return the rows of windows it closed (0 or 1).
+
+        ``episodes``: one dict per episode that ended in this round (``episode_return``,
+        ``episode_length``, ``terminated``, ``truncated`` and env-specific numeric metrics).
+        ``learner_metrics``: the update's losses (keys of LOSS_KEYS) and ``learning_rate``;
+        None when no update ran (random backend). ``extra``: other per-round scalars (e.g.
+        ``policy_lag``), averaged over the window's rounds under their own names.
+        """
+        env_steps = int(env_steps)
+        if env_steps < 0:
+            raise ValueError(f"env_steps must be >= 0, got {env_steps}")
+        w = self._win
+        w.rounds += 1
+        w.env_steps += env_steps
+        self._env_steps_total += env_steps
+        w.wall_s += max(0.0, float(wall_time_s))
+        r = _number(reward_sum)
+        if r is None:
+            w.reward_nonfinite = True  # one NaN reward poisons the window's sum: report None
+        else:
+            w.reward_sum += r
+        for ep in episodes or ():
+            self._add_episode(w, ep)
+        if learner_metrics:
+            for key in LOSS_KEYS:
+                w.learner_acc.add(key, learner_metrics.get(key))
+            lr = _number(learner_metrics.get("learning_rate"))
+            if lr is not None:
+                w.learning_rate = lr
+        for key, value in (extra or {}).items():
+            if key in RESERVED_FIELDS or key.endswith("_mean"):
+                raise ValueError(f"extra key {key!r} collides with a window row field")
+            self._extra_keys.setdefault(key, None)
+            w.extra_acc.add(key, value)
+        if w.env_steps >= self.window_env_steps:
+            return [self._close(complete=True)]
+        return []
+
+    def _add_episode(self, w: _Window, ep: dict) -> None:
+        w.episodes += 1
+        w.terminated += 1 if _number(ep.get("terminated")) else 0
+        w.truncated += 1 if _number(ep.get("truncated")) else 0
+        w.episode_acc.add(_RETURN_KEY, ep.get(_RETURN_KEY))
+        for key, value in ep.items():
+            if key == _RETURN_KEY or key in _COUNTED_EPISODE_KEYS:
+                continue
+            if key not in self._episode_keys:
+                if _number(value) is None:
+                    continue  # non-numeric (e.g. a seed string): not a metric
+                if f"{key}_mean" in RESERVED_FIELDS:
+                    raise ValueError(f"episode metric {key!r} would overwrite row field {key}_mean")
+                self._episode_keys[key] = None
+            w.episode_acc.add(key, value)
+
+    def flush_partial(self) -> dict | None:
+        """Close the open window early (``window_complete`` False); None if no round was added."""
+        if self._win.rounds == 0:
+            return None
+        return self._close(complete=False)
+
+    # -- output --------------------------------------------------------------------------------
+    def _close(self, complete: bool) -> dict:
+        w = self._win
+        steps = w.env_steps
+        reward_sum = None if w.reward_nonfinite else w.reward_sum
+        row: dict[str, Any] = {
+            "run_id": self.run_id,
+            "window_id": self._next_window_id,
+            "window_complete": complete,
+            "env_steps_start": w.env_steps_start,
+            "env_steps_end": w.env_steps_start + steps,
+            "env_steps_in_window": steps,
+            "env_steps_total": w.env_steps_start + steps,
+            "episodes_completed": w.episodes,
+            "terminated_episodes": w.terminated,
+            "truncated_episodes": w.truncated,
+            "reward_sum": reward_sum,
+            "reward_mean": reward_sum / steps if steps and reward_sum is not None else None,
+            "return_mean": w.episode_acc.mean(_RETURN_KEY),
+        }
+        for key in self._episode_keys:
+            row[f"{key}_mean"] = w.episode_acc.mean(key)
+        for key in LOSS_KEYS:
+            row[key] = w.learner_acc.mean(key)
+        row["learning_rate"] = w.learning_rate
+        row["sps"] = steps / w.wall_s if w.wall_s > 0 else None
+        row["wall_time_s"] = self._clock() - self._t0
+        for key in self._extra_keys:
+            row[key] = w.extra_acc.mean(key)
+        self._next_window_id += 1
+        self._win = _Window(self._env_steps_total)
+        return json_safe(row)
