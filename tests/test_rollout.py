@@ -74,3 +74,27 @@ def test_random_actions_are_seeded():
 def test_bad_env_spec(spec):
     with pytest.raises(EnvSpecError, match="--env"):
         check_env_spec(spec)
+
+
+@pytest.mark.parametrize("spec, act_shape, dtype", [
+    ("gym:CartPole-v1", (), np.int64),                                    # Discrete
+    ("training.envs.examples:multi_countdown", (2,), np.int64),           # MultiDiscrete
+    ("gym:Pendulum-v1", (1,), np.float32),                                # Box
+])
+def test_collect_and_learn_for_each_action_space(spec, act_shape, dtype):
+    from training.config import config_from_args
+    from training.learner import PPOLearner
+    from training.policy import policy_from_spec, set_weights
+
+    cfg = config_from_args({"env": spec, "total_env_steps": 1000, "window_env_steps": 500, "ppo_num_envs": 4,
+                            "ppo_num_workers": 1, "ppo_rollout_steps": 16, "ppo_num_minibatches": 2})
+    env = make_vecenv(spec, 4, seed=0)
+    learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
+    policy = policy_from_spec(learner.policy_spec)
+    set_weights(policy, learner.weights())
+    before = {k: v.copy() for k, v in learner.weights().items()}
+    batch, _ = RolloutCollector(env, 16, 0, policy=policy).collect()
+    assert batch["actions"].shape == (16, 4, *act_shape) and batch["actions"].dtype == dtype
+    metrics = learner.learn([batch])
+    assert np.isfinite(metrics["policy_loss"]) and metrics["num_minibatch_updates"] == cfg.ppo_update_epochs * 2
+    assert any(not np.array_equal(before[k], v) for k, v in learner.weights().items())

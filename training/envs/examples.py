@@ -66,3 +66,19 @@ def countdown_nan(num_envs: int = 4, seed: int = 0):
 
 def countdown_bad_shape(num_envs: int = 4, seed: int = 0):
     return CountdownEnv(num_envs=num_envs, seed=seed, fault="shape")
+
+
+class MultiCountdownEnv(CountdownEnv):
+    """CountdownEnv with a MultiDiscrete([2, 3]) action: reward 1 when the first part equals i % 2."""
+
+    def __init__(self, num_envs: int = 4, seed: int = 0, length: int = 5, buf=None):
+        self.single_action_space = spaces.MultiDiscrete([2, 3])
+        super().__init__(num_envs=num_envs, seed=seed, length=length, buf=buf)
+        self.single_action_space = spaces.MultiDiscrete([2, 3])
+
+    def step(self, actions):
+        return super().step(np.asarray(actions)[:, 0])
+
+
+def multi_countdown(num_envs: int = 4, seed: int = 0):
+    return MultiCountdownEnv(num_envs=num_envs, seed=seed)

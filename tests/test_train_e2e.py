@@ -1,0 +1,151 @@
+"""End-to-end training on embedded Ray: the artifact contract (shared/spec/run_artifacts.md),
+status transitions, failure reporting, and the CLI's handling of bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+METADATA_FIELDS = {
+    "run_id": str, "status": str, "trainer_backend": str, "target_env_steps": int, "window_env_steps": int,
+    "env_steps_total": int, "episodes_total": int, "windows_emitted": int, "checkpoints_written": int,
+    "latest_window": dict, "latest_checkpoint": dict, "latest_replay": type(None), "replay_index_path": type(None),
+    "metrics_windows_path": str, "checkpoints_dir": str, "replays_dir": str, "config_path": str,
+    "wandb_run_url": type(None), "constellation_url": type(None), "started_at": str, "updated_at": str,
+    "finished_at": str,
+}
+WINDOW_FIELDS = {
+    "run_id": str, "window_id": int, "window_complete": bool, "env_steps_start": int, "env_steps_end": int,
+    "env_steps_in_window": int, "env_steps_total": int, "episodes_completed": int, "terminated_episodes": int,
+    "truncated_episodes": int, "reward_sum": float, "reward_mean": float, "sps": float, "wall_time_s": float,
+}
+LOSSES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "learning_rate")
+
+
+def cli(*args, timeout=240, **kw):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([PY, "-m", "ray_app", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def popen_cli(*args):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([PY, "-m", "ray_app", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def check_types(record: dict, fields: dict, where: str):
+    for key, kind in fields.items():
+        assert key in record, f"{where}: missing {key}"
+        assert isinstance(record[key], kind), f"{where}: {key}={record[key]!r} is not {kind.__name__}"
+
+
+@pytest.mark.slow
+def test_ppo_run_writes_the_contract(tmp_path):
+    run_dir = tmp_path / "r1"
+    proc = popen_cli("train", "--env", "prospector", "--total-env-steps", "6144", "--window-env-steps", "2048",
+                     "--ppo-num-envs", "16", "--ppo-num-workers", "2", "--ppo-rollout-steps", "64",
+                     "--ppo-num-minibatches", "4", "--ppo-update-epochs", "1", "--policy-hidden", "32,32",
+                     "--run-root", str(tmp_path), "--run-id", "r1")
+    seen = set()
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            seen.add(json.loads((run_dir / "run_metadata.json").read_text())["status"])
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass  # not yet written; a partial file would be a JSONDecodeError, checked below
+        time.sleep(0.05)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "running" in seen, "metadata must say running while the run goes"
+
+    meta = json.loads((run_dir / "run_metadata.json").read_text())
+    check_types(meta, METADATA_FIELDS, "run_metadata.json")
+    assert meta["status"] == "completed" and meta["run_id"] == "r1" and meta["trainer_backend"] == "puffer_ppo"
+    assert meta["env_steps_total"] == 6144 and meta["windows_emitted"] == 3 and meta["checkpoints_written"] == 3
+    assert meta["num_env_runners"] == 2 and meta["num_envs"] == 16 and meta["learner_device"] == "cpu"
+    assert meta["latest_checkpoint"]["path"] == "checkpoints/ckpt_000002.pt"
+    assert meta["latest_window"]["window_id"] == 2 and meta["latest_window"]["env_steps_end"] == 6144
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["ppo_num_envs"] == 16 and config["run_id"] == "r1" and config["env"] == "prospector"
+
+    rows = [json.loads(line) for line in (run_dir / "metrics" / "windows.jsonl").read_text().splitlines()]
+    assert [r["window_id"] for r in rows] == [0, 1, 2]
+    for prev, row in zip([None, *rows], rows):
+        check_types(row, WINDOW_FIELDS, f"window {row['window_id']}")
+        assert row["env_steps_start"] == (prev["env_steps_end"] if prev else 0)
+        assert row["env_steps_end"] - row["env_steps_start"] == row["env_steps_in_window"] == 2048
+        for key in LOSSES:
+            assert isinstance(row[key], float), key
+    assert sum(r["episodes_completed"] for r in rows) == meta["episodes_total"]
+
+    ckpt = torch.load(run_dir / "checkpoints" / "ckpt_000002.pt", weights_only=False)
+    assert ckpt["format_version"] == 1 and ckpt["window_id"] == 2 and ckpt["env_steps_total"] == 6144
+    assert ckpt["policy_spec"]["hidden"] == [32, 32]
+    for key in ("policy_state", "optimizer_state", "update_index", "numpy_rng", "torch_rng"):
+        assert key in ckpt["learner"], key
+    assert "window 2" in out and "completed" in out and str(run_dir) in out
+
+
+@pytest.mark.slow
+def test_seed_cli_random_backend_and_env_failure(tmp_path):
+    # the first version's entry point and flags, random backend
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run(
+        [PY, "training/train_puffer.py", "--trainer-backend", "random", "--total-env-steps", "6000",
+         "--window-env-steps", "2000", "--wandb-mode", "disabled", "--ppo-num-envs", "8", "--ppo-num-workers", "4",
+         "--run-root", str(tmp_path), "--run-id", "seed"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    meta = json.loads((tmp_path / "seed" / "run_metadata.json").read_text())
+    assert meta["status"] == "completed" and meta["trainer_backend"] == "random"
+    rows = [json.loads(x) for x in (tmp_path / "seed" / "metrics" / "windows.jsonl").read_text().splitlines()]
+    # rounds of 8 x 128 = 1024 steps: windows are rounded to whole rounds and say so in env_steps_in_window
+    assert [r["env_steps_in_window"] for r in rows] == [2048, 2048]
+    assert rows[0]["policy_loss"] is None
+    assert (tmp_path / "seed" / "checkpoints" / "ckpt_000001.pt").exists()
+
+    # an env that returns NaN fails the run with status failed and the error named
+    res = cli("train", "--env", "training.envs.examples:countdown_nan", "--total-env-steps", "2000",
+              "--window-env-steps", "1000", "--ppo-num-envs", "4", "--ppo-num-workers", "2",
+              "--run-root", str(tmp_path), "--run-id", "nan")
+    assert res.returncode != 0
+    meta = json.loads((tmp_path / "nan" / "run_metadata.json").read_text())
+    assert meta["status"] == "failed"
+    assert meta["error"].startswith("EnvOutputError: env 'training.envs.examples:countdown_nan': non-finite reward")
+    assert meta["finished_at"]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--total-env-steps", "0"], "--total-env-steps"),
+    (["--ppo-num-envs", "6", "--ppo-num-workers", "4"], "--ppo-num-envs"),
+    (["--env", "no_such_env"], "--env"),
+    (["--resume", "/nonexistent/run"], "/nonexistent/run"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, flag):
+    res = cli("train", "--run-root", str(tmp_path), *args, timeout=60)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], res.stderr
+    assert list(tmp_path.iterdir()) == [], "bad input must not create anything"
+
+
+def test_new_run_into_existing_run_dir_is_refused(tmp_path):
+    existing = tmp_path / "taken"
+    (existing / "metrics").mkdir(parents=True)
+    (existing / "config.json").write_text('{"keep": true}')
+    res = cli("train", "--env", "gym:CartPole-v1", "--run-root", str(tmp_path), "--run-id", "taken", timeout=60)
+    assert res.returncode == 2 and "taken" in res.stderr
+    assert (existing / "config.json").read_text() == '{"keep": true}'
