@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from training.config import ConfigError, add_train_args, config_from_args
@@ -13,14 +14,22 @@ USAGE_ERROR = 2
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: reported in one line with exit code 2."""
     from training.envs.registry import EnvSpecError
+    from training.rollout import EnvOutputError
     from training.run_store import CheckpointError, RunStoreError
 
-    return ConfigError, EnvSpecError, RunStoreError, CheckpointError
+    return ConfigError, EnvSpecError, RunStoreError, CheckpointError, EnvOutputError
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors in one line (flag named), exit code 2, like every other bad-input error."""
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prospector", description="Ray-distributed PPO for PufferLib environments")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineErrorParser(prog="prospector", description="Ray-distributed PPO for PufferLib environments")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
     train = sub.add_parser("train", help="train a policy (embedded Ray, or --address / RAY_ADDRESS to join a cluster)")
     add_train_args(train)
     return parser
@@ -38,6 +47,10 @@ def resolve_train_config(ns: argparse.Namespace):
 
 def run_train(ns: argparse.Namespace) -> int:
     cfg = resolve_train_config(ns)
+    if not (cfg.address or os.environ.get("RAY_ADDRESS")):
+        # An embedded Ray serves this process only: keep every socket on loopback. Ray reads this
+        # when it is imported (without it, it swaps 127.0.0.1 for the host's address).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ray_app.driver import train  # imports Ray: only once the config is known to be valid
 
     meta = train(cfg)
@@ -50,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "train":
             return run_train(ns)
     except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
+        cause = getattr(e, "cause", None)  # Ray wraps errors raised inside actors
+        print(f"error: {cause if isinstance(cause, BaseException) else e}", file=sys.stderr)
         return USAGE_ERROR
     return USAGE_ERROR
 

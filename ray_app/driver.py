@@ -3,6 +3,10 @@
 The driver holds object references, not arrays: rollouts go from the runners straight to the
 learner, and the learner's new weights become one object in the store that every runner reads.
 It only fetches the small per-rollout summaries (episode metrics) and the learner's losses.
+
+Recovery: a lost env runner is replaced inside ``RunnerPool.collect``. A lost learner sends the
+run back to its latest checkpoint, through the same path as ``--resume``: every actor is
+recreated and restored, the windows after that checkpoint are dropped and played again.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import time
 from dataclasses import dataclass, field
 
 import ray
+from ray.exceptions import RayActorError
 
 from ray_app.learner import RemoteLearner
-from ray_app.placement import check_capacity, cluster_device, learner_options, runner_options
-from ray_app.runner import RemoteEnvRunner
+from ray_app.placement import check_capacity, cluster_device, learner_options
+from ray_app.runner_pool import RunnerPool
 from training.config import TrainConfig
 from training.envs.registry import check_env_spec
 from training.run_store import (
-    CHECKPOINT_FORMAT_VERSION, RunStore, default_run_id, metadata_after_checkpoint, metadata_after_window,
+    CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, default_run_id, metadata_after_checkpoint, metadata_after_window,
     metadata_finished, metadata_resumed, new_metadata,
 )
 from training.sinks import WandbSink
@@ -32,16 +37,30 @@ class StopRequested(Exception):
     """SIGINT/SIGTERM (also `ray job stop`) asked the run to end after a final checkpoint."""
 
 
+class LearnerLost(Exception):
+    pass
+
+
 @dataclass
 class RunState:
-    window_id: int = -1  # last closed window
+    window_id: int = -1  # last window written
     env_steps: int = 0
     episodes: int = 0
     last_checkpoint_window: int = -1
+    learner_restarts: int = 0
+    runner_incarnations: list | None = None  # per runner slot, kept across learner replays
     stop_signals: list = field(default_factory=list)
 
 
-def _install_signal_handlers(state: RunState):
+def describe(e: BaseException) -> str:
+    """'ExceptionType: message' of the root cause (Ray wraps errors raised inside actors)."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException):
+        e = cause
+    return f"{type(e).__name__}: {e}"
+
+
+def _install_signal_handlers(state: RunState) -> dict:
     def handler(signum, frame):
         state.stop_signals.append(signum)
         if len(state.stop_signals) > 1:  # second signal: leave now; every file is written atomically
@@ -50,24 +69,20 @@ def _install_signal_handlers(state: RunState):
         print(f"\n{signal.Signals(signum).name}: finishing the current round, then a final checkpoint "
               "(interrupt again to exit at once)", file=sys.stderr, flush=True)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    return previous
+    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _start_ray(cfg: TrainConfig) -> bool:
     """Join the cluster named by --address or RAY_ADDRESS (set by `ray job submit`), else start an
-    embedded local Ray sized so the configured actors fit. Returns True if we started it."""
+    embedded local Ray sized so the configured actors fit. Returns True if we connected."""
     if ray.is_initialized():
         return False
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address)
         return True
-    # An embedded Ray serves this process only: keep it on loopback (without this Ray swaps
-    # 127.0.0.1 for the host's address and listens there).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     need = cfg.ppo_num_workers * cfg.runner_num_cpus + cfg.learner_num_cpus
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False, log_to_driver=True)
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False)
     return True
 
 
@@ -90,147 +105,179 @@ def _progress_line(row: dict, cfg: TrainConfig) -> str:
     return " | ".join(parts)
 
 
-def _describe(e: BaseException) -> str:
-    """'ExceptionType: message' of the root cause: Ray wraps errors raised inside actors."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, BaseException):
-        e = cause
-    return f"{type(e).__name__}: {e}"
+def _open_store(cfg: TrainConfig) -> RunStore:
+    if cfg.resume:
+        store = RunStore.open(cfg.resume)
+        cfg.run_id = store.run_id
+        # A missing or corrupt newest checkpoint fails here, before anything of the run changes.
+        checkpoints = store.list_checkpoints()
+        if not checkpoints:
+            raise CheckpointError(f"{store.checkpoints_dir}: no checkpoint to resume from")
+        try:
+            store.load_checkpoint(checkpoints[-1])
+        except CheckpointError as e:
+            raise CheckpointError(f"{e} (move it aside to resume from the previous checkpoint)") from None
+        return store
+    cfg.run_id = cfg.run_id or default_run_id()
+    store = RunStore.create(cfg.run_root, cfg.run_id)
+    store.write_config(cfg.to_dict())
+    return store
 
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one training run. Returns the final run metadata."""
     check_env_spec(cfg.env)  # an unknown env fails before anything starts or is written
-    if cfg.resume:
-        store = RunStore.open(cfg.resume)
-        # newest checkpoint that loads; windows.jsonl is cut back to it (no duplicates, no gaps)
-        checkpoint_path, checkpoint, kept_rows = store.prepare_resume()
-        cfg.run_id = store.run_id
-    else:
-        cfg.run_id = cfg.run_id or default_run_id()
-        store = RunStore.create(cfg.run_root, cfg.run_id)
-        store.write_config(cfg.to_dict())
-        checkpoint = None
-
+    store = _open_store(cfg)
     state = RunState()
     started_ray = _start_ray(cfg)
     previous_handlers = _install_signal_handlers(state)
-    if cfg.resume:
-        meta = store.read_metadata()
-    else:
-        meta = new_metadata(cfg.run_id, cfg.trainer_backend, cfg.total_env_steps, cfg.window_env_steps, extra=dict(
+    meta = store.read_metadata() if cfg.resume else new_metadata(
+        cfg.run_id, cfg.trainer_backend, cfg.total_env_steps, cfg.window_env_steps, extra=dict(
             ray_address=ray.get_runtime_context().gcs_address,
             cluster_nodes=len([n for n in ray.nodes() if n["Alive"]]),
-            num_env_runners=cfg.ppo_num_workers,
-            num_envs=cfg.ppo_num_envs,
+            num_env_runners=cfg.ppo_num_workers, num_envs=cfg.ppo_num_envs,
+            runner_restarts=0, learner_restarts=0,
         ))
-        store.write_metadata(meta)  # readers see "running" before any actor starts
-    sink = None
+    store.write_metadata(meta)  # readers see "running" before any actor starts
+    sink = WandbSink(cfg.wandb_mode, cfg.wandb_project, cfg.run_id, cfg.to_dict(), str(store.run_dir))
+    meta["wandb_run_url"] = sink.url or meta.get("wandb_run_url")
+    resume = bool(cfg.resume)
     try:
-        learns = cfg.trainer_backend == "puffer_ppo"
-        device = cluster_device(cfg.learner_device) if learns else "none"
-        check_capacity(cfg, device)
-        cfg_dict = cfg.to_dict()
-        runners = [RemoteEnvRunner.options(**runner_options(cfg)).remote(cfg_dict, i)
-                   for i in range(cfg.ppo_num_workers)]
-        obs_space, act_space = ray.get(runners[0].spaces.remote())
-        learner = (RemoteLearner.options(**learner_options(cfg, device)).remote(cfg_dict, obs_space, act_space, device)
-                   if learns else None)
-        meta["runner_nodes"] = sorted(set(ray.get([r.node_id.remote() for r in runners])))
-        meta["learner_device"] = device
-
-        if checkpoint is not None:
-            state.window_id = checkpoint["window_id"]
-            state.env_steps = checkpoint["env_steps_total"]
-            state.episodes = checkpoint["episodes_total"]
-            state.last_checkpoint_window = state.window_id
-            if learner is not None:
-                ray.get(learner.load_state_dict.remote(checkpoint["learner"]))
-        if cfg.resume:
-            meta = metadata_resumed(meta, state.window_id, checkpoint_path, windows=kept_rows)
-        store.write_metadata(meta)
-        sink = WandbSink(cfg.wandb_mode, cfg.wandb_project, cfg.run_id, cfg_dict, str(store.run_dir))
-        if sink.url:
-            meta["wandb_run_url"] = sink.url
-
-        agg = WindowAggregator(cfg.run_id, cfg.window_env_steps, start_window_id=state.window_id + 1,
-                               start_env_steps=state.env_steps)
-        spec = ray.get(learner.policy_spec.remote()) if learner else None
-        weights = learner.get_weights.remote() if learner else None
-        version = 0
-        print(f"run {cfg.run_id}: {cfg.env} | {cfg.ppo_num_workers} runners x {cfg.envs_per_worker} envs | "
-              f"backend {cfg.trainer_backend} | learner {device} | {store.run_dir}", flush=True)
-
-        def save_checkpoint():
-            ckpt = dict(format_version=CHECKPOINT_FORMAT_VERSION, window_id=state.window_id,
-                        env_steps_total=state.env_steps, episodes_total=state.episodes, config=cfg_dict,
-                        policy_spec=spec, learner=ray.get(learner.state_dict.remote()) if learner else None)
-            path = store.save_checkpoint(state.window_id, ckpt)
-            state.last_checkpoint_window = state.window_id
-            sink.log_checkpoint(str(store.run_dir / path), state.window_id)
-            return metadata_after_checkpoint(meta, state.window_id, state.env_steps, path)
-
-        while state.env_steps < cfg.total_env_steps:
-            if state.stop_signals:
-                raise StopRequested()
-            round_start = time.time()
-            # sample: every runner collects one rollout with the current weights
-            outs = [r.collect.remote(weights, version, spec) for r in runners]
-            summaries = ray.get([summary for _, summary in outs])
-            # learn: rollouts go runner -> learner by reference; new weights come back as one object
-            losses = None
-            if learner is not None:
-                losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs])
-                losses = ray.get(losses_ref)
-                version += 1
-            # account
-            steps = sum(s["env_steps"] for s in summaries)
-            episodes = [ep for s in summaries for ep in s["episodes"]]
-            state.env_steps += steps
-            state.episodes += len(episodes)
-            rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses,
-                                 time.time() - round_start)
-            # write
-            for row in rows:
-                state.window_id = row["window_id"]
-                store.append_window(row)
-                sink.log_window(row)
-                meta = metadata_after_window(meta, row)
-                if (state.window_id + 1) % cfg.checkpoint_every_windows == 0:
-                    meta = save_checkpoint()
-                store.write_metadata(meta)
-                print(_progress_line(row, cfg), flush=True)
-
-        if cfg.flush_partial_window:
-            row = agg.flush_partial()
-            if row is not None:
-                state.window_id = row["window_id"]
-                store.append_window(row)
-                sink.log_window(row)
-                meta = metadata_after_window(meta, row)
-        if state.window_id >= 0 and state.last_checkpoint_window != state.window_id:
-            meta = save_checkpoint()
-        meta = metadata_finished(meta, "completed")
-    except (StopRequested, KeyboardInterrupt):
-        if state.window_id >= 0 and state.last_checkpoint_window != state.window_id:
+        while True:
             try:
-                meta = save_checkpoint()
-            except Exception as e:  # the run is stopping anyway; keep the last good checkpoint
-                print(f"final checkpoint failed: {e}", file=sys.stderr)
-        meta = metadata_finished(meta, "stopped")
-        print(f"stopped; resume with: prospector train --resume {store.run_dir}", flush=True)
+                meta = _train_from(cfg, store, meta, state, sink, resume)
+                break
+            except LearnerLost as e:
+                state.learner_restarts += 1
+                meta = store.read_metadata()  # the last state written, counters included
+                meta["learner_restarts"] = state.learner_restarts
+                if state.learner_restarts > cfg.max_learner_restarts:
+                    raise RuntimeError(f"the learner died {state.learner_restarts} times ({e}); "
+                                       f"resume with: prospector train --resume {store.run_dir}") from None
+                print(f"learner lost ({e}); replaying from the latest checkpoint", file=sys.stderr, flush=True)
+                resume = True
     except Exception as e:
-        meta = metadata_finished(meta, "failed", error=_describe(e))
-        store.write_metadata(meta)
+        store.write_metadata(metadata_finished(meta, "failed", error=describe(e)))
         raise
     finally:
         for s, h in previous_handlers.items():
             signal.signal(s, h)
-        if sink is not None:
-            sink.finish()
+        sink.finish()
         if started_ray:
             ray.shutdown()
     store.write_metadata(meta)
+    if meta["status"] == "stopped":
+        print(f"stopped; resume with: prospector train --resume {store.run_dir}", flush=True)
     print(f"{meta['status']}: {state.env_steps:,} env steps, {state.window_id + 1} windows, "
           f"run directory {store.run_dir}", flush=True)
     return meta
+
+
+def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, sink, resume: bool) -> dict:
+    """Start the actors, restore the latest checkpoint when resuming, and run the loop to the end."""
+    learns = cfg.trainer_backend == "puffer_ppo"
+    device = cluster_device(cfg.learner_device) if learns else "none"
+    check_capacity(cfg, device)
+    pool = RunnerPool(cfg, state.runner_incarnations)
+    state.runner_incarnations = pool.incarnations
+    learner = None
+    try:
+        if learns:
+            learner = RemoteLearner.options(**learner_options(cfg, device)).remote(
+                cfg.to_dict(), pool.obs_space, pool.act_space, device, state.learner_restarts)
+        meta.update(runner_nodes=sorted(set(pool.node_ids())), learner_device=device)
+        if resume:
+            checkpoint_path, checkpoint, kept_rows = store.prepare_resume()
+            state.window_id, state.env_steps, state.episodes = -1, 0, 0
+            exact = False
+            if checkpoint is not None:
+                state.window_id = checkpoint["window_id"]
+                state.env_steps = checkpoint["env_steps_total"]
+                state.episodes = checkpoint["episodes_total"]
+                if learner is not None:
+                    ray.get(learner.load_state_dict.remote(checkpoint["learner"]))
+                exact = pool.load_state_dicts(checkpoint.get("runners") or [])
+            state.last_checkpoint_window = state.window_id
+            meta = metadata_resumed(meta, state.window_id, checkpoint_path, windows=kept_rows)
+            meta["resumes"][-1]["exact_env_state"] = exact
+        store.write_metadata(meta)
+        return _loop(cfg, store, meta, state, sink, pool, learner, device)
+    finally:
+        pool.shutdown()
+        if learner is not None:
+            ray.kill(learner)
+
+
+def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
+    agg = WindowAggregator(cfg.run_id, cfg.window_env_steps, start_window_id=state.window_id + 1,
+                           start_env_steps=state.env_steps)
+    spec = ray.get(learner.policy_spec.remote()) if learner else None
+    weights = learner.get_weights.remote() if learner else None
+    version = 0
+    restarts_before = meta.get("runner_restarts", 0)
+    print(f"run {cfg.run_id}: {cfg.env} | {cfg.ppo_num_workers} runners x {cfg.envs_per_worker} envs | "
+          f"backend {cfg.trainer_backend} | learner {device} | {store.run_dir}", flush=True)
+
+    def checkpoint(meta):
+        learner_state = _call_learner(learner.state_dict.remote()) if learner else None
+        ckpt = dict(format_version=CHECKPOINT_FORMAT_VERSION, window_id=state.window_id,
+                    env_steps_total=state.env_steps, episodes_total=state.episodes, config=cfg.to_dict(),
+                    policy_spec=spec, learner=learner_state, runners=pool.state_dicts())
+        path = store.save_checkpoint(state.window_id, ckpt)
+        state.last_checkpoint_window = state.window_id
+        sink.log_checkpoint(str(store.run_dir / path), state.window_id)
+        return metadata_after_checkpoint(meta, state.window_id, state.env_steps, path)
+
+    def write_window(meta, row):
+        state.window_id = row["window_id"]
+        store.append_window(row)
+        sink.log_window(row)
+        print(_progress_line(row, cfg), flush=True)
+        pool.window_closed()
+        return metadata_after_window(meta, row)
+
+    status = "completed"
+    while state.env_steps < cfg.total_env_steps:
+        if state.stop_signals:
+            status = "stopped"
+            break
+        round_start = time.time()
+        # sample: every runner collects one rollout with the current weights
+        outs = pool.collect(weights, version, spec)
+        # learn: rollouts go runner -> learner by reference; new weights come back as one object
+        losses = None
+        if learner is not None:
+            losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs])
+            losses = _call_learner(losses_ref)
+            version += 1
+        # account
+        summaries = [summary for _, summary in outs]
+        steps = sum(s["env_steps"] for s in summaries)
+        episodes = [ep for s in summaries for ep in s["episodes"]]
+        state.env_steps += steps
+        state.episodes += len(episodes)
+        rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses,
+                             time.time() - round_start)
+        # write
+        for row in rows:
+            meta = write_window(meta, row)
+            meta["runner_restarts"] = restarts_before + pool.restarts_total
+            if (state.window_id + 1) % cfg.checkpoint_every_windows == 0:
+                meta = checkpoint(meta)
+            store.write_metadata(meta)
+
+    if status == "stopped" or cfg.flush_partial_window:
+        row = agg.flush_partial()
+        if row is not None:
+            meta = write_window(meta, row)
+    if state.window_id >= 0 and state.last_checkpoint_window != state.window_id:
+        meta = checkpoint(meta)
+    meta["runner_restarts"] = restarts_before + pool.restarts_total
+    return metadata_finished(meta, status)
+
+
+def _call_learner(ref):
+    try:
+        return ray.get(ref)
+    except RayActorError as e:
+        raise LearnerLost(type(e).__name__) from e

@@ -6,13 +6,18 @@ import ray
 
 from ray_app.placement import set_torch_threads
 from training.config import TrainConfig
+from training.faults import maybe_die, parse_faults
 from training.learner import PPOLearner
 
 
 class Learner:
-    def __init__(self, cfg_dict: dict, obs_space, act_space, device: str):
+    def __init__(self, cfg_dict: dict, obs_space, act_space, device: str, incarnation: int = 0):
         self.threads = set_torch_threads()
-        self.core = PPOLearner(TrainConfig.from_dict(cfg_dict), obs_space, act_space, device=device)
+        cfg = TrainConfig.from_dict(cfg_dict)
+        self.core = PPOLearner(cfg, obs_space, act_space, device=device)
+        self.faults = parse_faults(cfg.fault_inject)
+        self.incarnation = incarnation
+        self.calls = 0
 
     def policy_spec(self) -> dict:
         return self.core.policy_spec
@@ -24,6 +29,8 @@ class Learner:
     def learn(self, *rollouts):
         """Rollouts arrive resolved (zero-copy views of the object store). Returns (losses, new
         weights); the weights become one object that every runner reads."""
+        self.calls += 1
+        maybe_die(self.faults, "learner", 0, self.calls, self.incarnation)
         metrics = self.core.learn(list(rollouts))
         return metrics, self.core.weights()
 

@@ -6,21 +6,30 @@ import ray
 
 from ray_app.placement import set_torch_threads
 from training.config import TrainConfig
+from training.faults import maybe_die, parse_faults
 from training.envs.registry import make_vecenv
 from training.policy import policy_from_spec, set_weights
 from training.rollout import RolloutCollector
 
+# Seed offset between incarnations of one runner slot: a replacement must not replay the lost
+# runner's episodes, yet its seeds must follow from (seed, index, incarnation) alone.
+INCARNATION_SEED_STRIDE = 1_000_003
+
 
 class EnvRunner:
     """Runner ``index`` hosts envs ``index*k .. index*k+k-1`` of the run; env j plays seed
-    ``seed + j``, so the envs' streams do not depend on how they are split over runners."""
+    ``seed + j`` (plus a fixed offset per replacement), so the envs' streams do not depend on how
+    they are split over runners."""
 
-    def __init__(self, cfg_dict: dict, index: int):
+    def __init__(self, cfg_dict: dict, index: int, incarnation: int = 0):
         self.threads = set_torch_threads()
         cfg = TrainConfig.from_dict(cfg_dict)
         self.index = index
+        self.incarnation = incarnation
+        self.faults = parse_faults(cfg.fault_inject)
+        self.calls = 0
         n = cfg.envs_per_worker
-        first_seed = cfg.seed + index * n
+        first_seed = cfg.seed + index * n + incarnation * INCARNATION_SEED_STRIDE
         self.env = make_vecenv(cfg.env, n, seed=first_seed, rules=cfg.env_rules, time_max=cfg.env_time_max,
                                vector_backend=cfg.ppo_vector_backend)
         self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env)
@@ -37,6 +46,8 @@ class EnvRunner:
     def collect(self, weights: dict | None, version: int, policy_spec: dict | None):
         """One rollout with weights ``version``. Returns (arrays for the learner, small summary for
         the driver); the random backend sends no arrays at all."""
+        self.calls += 1
+        maybe_die(self.faults, "runner", self.index, self.calls, self.incarnation)
         if self.learns and version != self.version:
             if self.collector.policy is None:
                 self.collector.policy = policy_from_spec(policy_spec)
@@ -51,6 +62,12 @@ class EnvRunner:
             episodes=episodes,
         )
         return (batch if self.learns else None), summary
+
+    def state_dict(self) -> dict:
+        return self.collector.state_dict()
+
+    def load_state_dict(self, state: dict) -> bool:
+        return self.collector.load_state_dict(state)
 
     def close(self) -> None:
         self.env.close()

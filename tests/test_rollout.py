@@ -14,7 +14,7 @@ class ConstantValuePolicy(torch.nn.Module):
     def forward(self, obs):
         return None, 10.0 * obs[:, 0]
 
-    def act(self, obs, deterministic=False):
+    def act(self, obs, deterministic=False, generator=None):
         n = obs.shape[0]
         return torch.ones(n, dtype=torch.int64), torch.zeros(n), 10.0 * obs[:, 0]
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from training.faults import parse_faults
 
 
 class ConfigError(ValueError):
@@ -74,6 +76,10 @@ class TrainConfig:
     eval_milestone_profit_thresholds: str = "100,500,1000"
     eval_milestone_return_thresholds: str = "10,25,50"
     eval_milestone_survival_thresholds: str = "1.0"
+    # reliability
+    max_runner_restarts_per_window: int = 3
+    max_learner_restarts: int = 2
+    fault_inject: str | None = None  # hidden, tests only: see training/faults.py
 
     # ---- derived values (not flags) ----
     @property
@@ -213,6 +219,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval_max_steps_per_episode is not None and cfg.eval_max_steps_per_episode <= 0:
         raise ConfigError("--eval-max-steps-per-episode", "must be a positive integer")
     parse_int_list(cfg.policy_hidden, "--policy-hidden")
+    if cfg.max_runner_restarts_per_window < 0 or cfg.max_learner_restarts < 0:
+        raise ConfigError("--max-runner-restarts-per-window", "restart limits must be >= 0")
+    try:
+        parse_faults(cfg.fault_inject)
+    except ValueError as e:
+        raise ConfigError("--fault-inject", str(e).split(": ", 1)[1]) from None
     for name in ("eval_milestone_profit_thresholds", "eval_milestone_return_thresholds",
                  "eval_milestone_survival_thresholds"):
         parse_float_list(getattr(cfg, name), flag(name))
@@ -223,6 +235,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 # ------------------------------------------------------------------ command line
 _BOOL_FLAGS = {"flush_partial_window"}
+_HIDDEN = {"fault_inject"}
 _HELP = {
     "env": "prospector | gym:<Gymnasium id> | package.module:factory",
     "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
@@ -251,10 +264,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         if f.name in ("eval_max_steps_per_episode",):
             kind = int
         choices = CHOICES.get(f.name)
+        hidden = f.name in _HIDDEN
         parser.add_argument(
             flag(f.name), dest=f.name, type=kind, default=None, choices=choices,
             metavar=None if choices else f.name.split("_")[-1].upper(),
-            help=_HELP.get(f.name, f"default: {f.default}"),
+            help=argparse.SUPPRESS if hidden else _HELP.get(f.name, f"default: {f.default}"),
         )
 
 

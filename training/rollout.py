@@ -43,6 +43,7 @@ class RolloutCollector:
         self.rollout_steps = rollout_steps
         self.policy = policy  # None: uniform random actions (the `random` backend)
         self.rng = np.random.default_rng(seed)
+        self.torch_gen = torch.Generator().manual_seed(seed)  # action sampling, own stream for exact resume
         self.obs_space = vecenv.single_observation_space
         self.act_space = vecenv.single_action_space
         self.native_reset = bool(getattr(vecenv, "autoreset_same_step", True))
@@ -67,7 +68,7 @@ class RolloutCollector:
             zeros = np.zeros(self.num_envs, dtype=np.float32)
             return actions, actions, zeros, zeros
         with torch.no_grad():
-            action, logprob, value = self.policy.act(torch.as_tensor(obs, dtype=torch.float32))
+            action, logprob, value = self.policy.act(torch.as_tensor(obs, dtype=torch.float32), generator=self.torch_gen)
         action = action.numpy().reshape(self.num_envs, *self._act_shape)
         env_action = action
         if isinstance(self.act_space, spaces.Box):
@@ -136,6 +137,33 @@ class RolloutCollector:
             bootstrap_values=bootstrap.astype(np.float32), last_values=last_values,
         )
         return batch, episodes
+
+    # ---------------------------------------------------------------- exact resume
+    @property
+    def exact_state(self) -> bool:
+        """True when the env can snapshot its state, so a resume continues the same trajectories."""
+        return callable(getattr(self.env, "get_state", None)) and callable(getattr(self.env, "set_state", None))
+
+    def state_dict(self) -> dict:
+        return dict(
+            obs=self.obs.copy(), pending_reset=self.pending_reset.copy(), ep_return=self.ep_return.copy(),
+            ep_length=self.ep_length.copy(), numpy_rng=self.rng.bit_generator.state,
+            torch_rng=self.torch_gen.get_state(), env=self.env.get_state() if self.exact_state else None,
+        )
+
+    def load_state_dict(self, state: dict) -> bool:
+        """Restore a snapshot. Returns False when the env could not be restored (the env then keeps
+        its fresh episodes: the resume is exact in accounting, not in trajectories)."""
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.torch_gen.set_state(state["torch_rng"])
+        if state.get("env") is None or not self.exact_state:
+            return False
+        self.env.set_state(state["env"])
+        self.obs = np.array(state["obs"], copy=True)
+        self.pending_reset = state["pending_reset"].copy()
+        self.ep_return = state["ep_return"].copy()
+        self.ep_length = state["ep_length"].copy()
+        return True
 
     def _account(self, t, rew, term, trunc, valid, infos, episodes) -> None:
         self.ep_return += np.where(valid, rew, 0.0)

@@ -1,0 +1,94 @@
+"""The env runners of a run, with replacement of runners whose process died.
+
+A runner that dies mid-rollout (killed, OOM, node lost: Ray raises a ``RayActorError``) is
+replaced by a new actor (placed on any node with room), seeded from (seed, index, incarnation),
+and the lost rollout is collected again from it, so no step is counted twice or lost. A slot whose
+runner dies more than ``max_runner_restarts_per_window`` times in one window fails the run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import ray
+from ray.exceptions import RayActorError
+
+from ray_app.placement import runner_options
+from ray_app.runner import RemoteEnvRunner
+from training.config import TrainConfig
+
+
+class RunnerKeepsDying(RuntimeError):
+    pass
+
+
+class RunnerPool:
+    def __init__(self, cfg: TrainConfig, previous_incarnations: list[int] | None = None):
+        """``previous_incarnations``: the slots' incarnations in an earlier pool of this run (after a
+        learner loss): the new processes count as new incarnations."""
+        self.cfg = cfg
+        self.cfg_dict = cfg.to_dict()
+        self.incarnations = ([i + 1 for i in previous_incarnations] if previous_incarnations
+                             else [0] * cfg.ppo_num_workers)
+        self.restarts_total = 0
+        self.restarts_this_window = [0] * cfg.ppo_num_workers
+        self.runners = [self._start(i) for i in range(cfg.ppo_num_workers)]
+        # A runner that cannot even build its env is a configuration error, not a lost process:
+        # surface it now instead of restarting it.
+        spaces = ray.get([r.spaces.remote() for r in self.runners])
+        self.obs_space, self.act_space = spaces[0]
+
+    def _start(self, index: int):
+        return RemoteEnvRunner.options(**runner_options(self.cfg)).remote(self.cfg_dict, index, self.incarnations[index])
+
+    def _replace(self, index: int, error: Exception) -> None:
+        self.restarts_total += 1
+        self.restarts_this_window[index] += 1
+        if self.restarts_this_window[index] > self.cfg.max_runner_restarts_per_window:
+            raise RunnerKeepsDying(
+                f"env runner {index} died {self.restarts_this_window[index]} times in one window "
+                f"(limit --max-runner-restarts-per-window {self.cfg.max_runner_restarts_per_window}); "
+                f"last error: {type(error).__name__}")
+        print(f"env runner {index} lost ({type(error).__name__}); starting a replacement", file=sys.stderr, flush=True)
+        try:
+            ray.kill(self.runners[index])
+        except Exception:
+            pass  # already gone
+        self.incarnations[index] += 1
+        self.runners[index] = self._start(index)
+
+    def collect(self, weights, version: int, policy_spec: dict | None) -> list[tuple]:
+        """One rollout from every runner: [(batch_ref, summary), ...] in runner order."""
+        pending = {i: r.collect.remote(weights, version, policy_spec) for i, r in enumerate(self.runners)}
+        results: list = [None] * len(self.runners)
+        while pending:
+            for i, (batch_ref, summary_ref) in list(pending.items()):
+                try:
+                    results[i] = (batch_ref, ray.get(summary_ref))
+                    del pending[i]
+                except RayActorError as e:
+                    self._replace(i, e)
+                    pending[i] = self.runners[i].collect.remote(weights, version, policy_spec)
+        return results
+
+    def window_closed(self) -> None:
+        self.restarts_this_window = [0] * len(self.runners)
+
+    def node_ids(self) -> list[str]:
+        return ray.get([r.node_id.remote() for r in self.runners])
+
+    def state_dicts(self) -> list[dict]:
+        return ray.get([r.state_dict.remote() for r in self.runners])
+
+    def load_state_dicts(self, states: list[dict]) -> bool:
+        """Restore every runner; True when all envs resumed their exact trajectories."""
+        if len(states) != len(self.runners):
+            return False
+        return all(ray.get([r.load_state_dict.remote(s) for r, s in zip(self.runners, states)]))
+
+    def shutdown(self) -> None:
+        for r in self.runners:
+            try:
+                ray.kill(r)
+            except Exception:
+                pass
