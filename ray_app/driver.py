@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -69,6 +70,8 @@ def _install_signal_handlers(state: RunState) -> dict:
         print(f"\n{signal.Signals(signum).name}: finishing the current round, then a final checkpoint "
               "(interrupt again to exit at once)", file=sys.stderr, flush=True)
 
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # embedded use from a worker thread: the host program owns signals
     return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
@@ -185,7 +188,8 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
         if learns:
             learner = RemoteLearner.options(**learner_options(cfg, device)).remote(
                 cfg.to_dict(), pool.obs_space, pool.act_space, device, state.learner_restarts)
-        meta.update(runner_nodes=sorted(set(pool.node_ids())), learner_device=device)
+        meta.update(runner_nodes=sorted(set(pool.node_ids())), learner_device=device,
+                    learner_node=ray.get(learner.node_id.remote()) if learner else None)
         if resume:
             checkpoint_path, checkpoint, kept_rows = store.prepare_resume()
             state.window_id, state.env_steps, state.episodes = -1, 0, 0

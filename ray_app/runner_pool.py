@@ -13,7 +13,7 @@ import sys
 import ray
 from ray.exceptions import RayActorError
 
-from ray_app.placement import runner_options
+from ray_app.placement import runner_options, runner_placement_group
 from ray_app.runner import RemoteEnvRunner
 from training.config import TrainConfig
 
@@ -32,6 +32,7 @@ class RunnerPool:
                              else [0] * cfg.ppo_num_workers)
         self.restarts_total = 0
         self.restarts_this_window = [0] * cfg.ppo_num_workers
+        self.placement_group = runner_placement_group(cfg)
         self.runners = [self._start(i) for i in range(cfg.ppo_num_workers)]
         # A runner that cannot even build its env is a configuration error, not a lost process:
         # surface it now instead of restarting it.
@@ -39,7 +40,7 @@ class RunnerPool:
         self.obs_space, self.act_space = spaces[0]
 
     def _start(self, index: int):
-        return RemoteEnvRunner.options(**runner_options(self.cfg)).remote(self.cfg_dict, index, self.incarnations[index])
+        return RemoteEnvRunner.options(**runner_options(self.cfg, index, self.placement_group)).remote(self.cfg_dict, index, self.incarnations[index])
 
     def _replace(self, index: int, error: Exception) -> None:
         self.restarts_total += 1
@@ -92,3 +93,5 @@ class RunnerPool:
                 ray.kill(r)
             except Exception:
                 pass
+        if self.placement_group is not None:
+            ray.util.remove_placement_group(self.placement_group)
