@@ -1,0 +1,134 @@
+"""Fault tolerance and stopping, driven by the test-only --fault-inject switch and real signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+SMALL = ["--env", "gym:CartPole-v1", "--ppo-num-envs", "4", "--ppo-num-workers", "2", "--ppo-rollout-steps", "128",
+         "--ppo-update-epochs", "2", "--ppo-num-minibatches", "2", "--window-env-steps", "1024"]
+
+
+def env():
+    e = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
+    e.pop("RAY_ADDRESS", None)
+    return e
+
+
+def run(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "ray_app", "train", *args], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_run(run_dir: Path):
+    meta = json.loads((run_dir / "run_metadata.json").read_text())
+    windows = run_dir / "metrics" / "windows.jsonl"
+    rows = [json.loads(line) for line in windows.read_text().splitlines()] if windows.exists() else []
+    return meta, rows
+
+
+def assert_contiguous(rows, total):
+    assert [r["window_id"] for r in rows] == list(range(len(rows))), "no duplicate or missing window"
+    for prev, row in zip(rows, rows[1:]):
+        assert row["env_steps_start"] == prev["env_steps_end"]
+    assert rows[-1]["env_steps_end"] == total
+
+
+def test_runner_loss_is_replaced_and_accounting_stays_exact(tmp_path):
+    res = run(*SMALL, "--total-env-steps", "4096", "--run-root", str(tmp_path), "--run-id", "r",
+              "--fault-inject", "runner=1@2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta, rows = read_run(tmp_path / "r")
+    assert meta["status"] == "completed" and meta["runner_restarts"] == 1 and meta["learner_restarts"] == 0
+    assert meta["env_steps_total"] == 4096
+    assert_contiguous(rows, 4096)
+    assert "env runner 1 lost" in res.stderr
+
+
+def test_runner_that_keeps_dying_fails_the_run_clearly(tmp_path):
+    res = run(*SMALL, "--total-env-steps", "4096", "--run-root", str(tmp_path), "--run-id", "r",
+              "--max-runner-restarts-per-window", "2", "--fault-inject", "runner=0@1x10")
+    assert res.returncode == 1
+    meta, _ = read_run(tmp_path / "r")
+    assert meta["status"] == "failed"
+    assert meta["error"].startswith("RunnerKeepsDying: env runner 0 died 3 times in one window")
+    assert "--max-runner-restarts-per-window 2" in meta["error"]
+
+
+def test_learner_loss_replays_from_latest_checkpoint(tmp_path):
+    # 4 envs x 128 steps = 512 per round: 2 rounds per window; the learner dies at update 5 (window 2)
+    res = run(*SMALL, "--total-env-steps", "4096", "--run-root", str(tmp_path), "--run-id", "r",
+              "--fault-inject", "learner@5")
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta, rows = read_run(tmp_path / "r")
+    assert meta["status"] == "completed" and meta["learner_restarts"] == 1
+    assert meta["resumes"][-1]["from_window"] == 1
+    assert meta["resumes"][-1]["checkpoint"] == "checkpoints/ckpt_000001.pt"
+    assert_contiguous(rows, 4096)
+
+
+def test_learner_that_keeps_dying_fails_with_the_resume_command(tmp_path):
+    res = run(*SMALL, "--total-env-steps", "4096", "--run-root", str(tmp_path), "--run-id", "r",
+              "--max-learner-restarts", "0", "--fault-inject", "learner@3")
+    assert res.returncode == 1
+    meta, _ = read_run(tmp_path / "r")
+    assert meta["status"] == "failed"
+    assert f"resume with: prospector train --resume {tmp_path / 'r'}" in meta["error"]
+
+
+def start(*args):
+    return subprocess.Popen([sys.executable, "-m", "ray_app", "train", *args], cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_window(run_dir: Path, proc, timeout=120):
+    path = run_dir / "metrics" / "windows.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().strip():
+            return
+        time.sleep(0.05)
+    raise AssertionError("no window was written")
+
+
+def test_sigint_stops_cleanly_and_resume_completes(tmp_path):
+    run_dir = tmp_path / "r"
+    proc = start(*SMALL, "--total-env-steps", "400000", "--run-root", str(tmp_path), "--run-id", "r")
+    wait_for_window(run_dir, proc)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    meta, rows = read_run(run_dir)
+    assert meta["status"] == "stopped" and meta["finished_at"]
+    assert meta["latest_checkpoint"]["window_id"] == rows[-1]["window_id"], "final checkpoint at the last row"
+    assert f"resume with: prospector train --resume {run_dir}" in out
+    stopped_at = rows[-1]["env_steps_end"]
+
+    res = run("--resume", str(run_dir), "--total-env-steps", str(stopped_at + 2048))
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta, rows = read_run(run_dir)
+    assert meta["status"] == "completed" and len(meta["resumes"]) == 1
+    assert_contiguous(rows, stopped_at + 2048)
+    assert json.loads((run_dir / "config.json").read_text())["total_env_steps"] == 400000, "config.json never rewritten"
+
+
+def test_second_sigint_exits_at_once_without_corrupting_files(tmp_path):
+    run_dir = tmp_path / "r"
+    proc = start(*SMALL, "--total-env-steps", "400000", "--run-root", str(tmp_path), "--run-id", "r")
+    wait_for_window(run_dir, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    meta, rows = read_run(run_dir)  # both still parse
+    assert rows and meta["run_id"] == "r"
+    assert not list(run_dir.rglob("*.tmp*")), "no temp file left where a reader looks"
