@@ -47,6 +47,10 @@ def resolve_train_config(ns: argparse.Namespace):
 
 def run_train(ns: argparse.Namespace) -> int:
     cfg = resolve_train_config(ns)
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not os.path.isabs(cfg.run_root) and not cfg.resume:
+        # Under `ray job submit` the working directory is Ray's temporary copy of the upload.
+        raise ConfigError("--run-root", f"{cfg.run_root!r} is relative; under `ray job submit` it would land in "
+                          "Ray's temporary copy of the working directory and be lost: pass an absolute path")
     if not (cfg.address or os.environ.get("RAY_ADDRESS")):
         # An embedded Ray serves this process only: keep every socket on loopback. Ray reads this
         # when it is imported (without it, it swaps 127.0.0.1 for the host's address).

@@ -50,6 +50,7 @@ class RunState:
     last_checkpoint_window: int = -1
     learner_restarts: int = 0
     runner_incarnations: list | None = None  # per runner slot, kept across learner replays
+    joined_cluster: bool = False
     stop_signals: list = field(default_factory=list)
 
 
@@ -133,6 +134,7 @@ def train(cfg: TrainConfig) -> dict:
     store = _open_store(cfg)
     state = RunState()
     started_ray = _start_ray(cfg)
+    state.joined_cluster = bool(cfg.address or os.environ.get("RAY_ADDRESS"))
     previous_handlers = _install_signal_handlers(state)
     meta = store.read_metadata() if cfg.resume else new_metadata(
         cfg.run_id, cfg.trainer_backend, cfg.total_env_steps, cfg.window_env_steps, extra=dict(
@@ -180,7 +182,7 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
     """Start the actors, restore the latest checkpoint when resuming, and run the loop to the end."""
     learns = cfg.trainer_backend == "puffer_ppo"
     device = cluster_device(cfg.learner_device) if learns else "none"
-    check_capacity(cfg, device)
+    check_capacity(cfg, device, autoscaling=state.joined_cluster)
     pool = RunnerPool(cfg, state.runner_incarnations)
     state.runner_incarnations = pool.incarnations
     learner = None

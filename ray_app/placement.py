@@ -8,6 +8,7 @@ CUDA, or onto the node carrying ``--learner-resource``.
 from __future__ import annotations
 
 import os
+import time
 
 import ray
 import torch
@@ -65,10 +66,31 @@ def cluster_device(requested: str) -> str:
     return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
 
 
-def check_capacity(cfg: TrainConfig, device: str) -> None:
-    """Fail with a clear message instead of waiting forever for resources the cluster lacks."""
+def _needed_bundles(cfg: TrainConfig, device: str) -> list[dict]:
+    bundles = [{"CPU": cfg.runner_num_cpus}] * cfg.ppo_num_workers
+    if cfg.trainer_backend == "puffer_ppo":
+        learner = {"CPU": cfg.learner_num_cpus, **({"GPU": 1} if device == "cuda" else {})}
+        if cfg.learner_resource:
+            learner[cfg.learner_resource] = 0.001
+        bundles = [*bundles, learner]
+    return bundles
+
+
+def check_capacity(cfg: TrainConfig, device: str, autoscaling: bool) -> None:
+    """Fail with a clear message instead of waiting forever for resources the cluster lacks. On a
+    cluster that may autoscale, ask the autoscaler for them and wait up to --wait-for-resources-s."""
+    bundles = _needed_bundles(cfg, device)
+    need_cpu = sum(b.get("CPU", 0) for b in bundles)
+    if autoscaling and ray.cluster_resources().get("CPU", 0) + 1e-9 < need_cpu:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=bundles)
+        print(f"waiting up to {cfg.wait_for_resources_s:g}s for the cluster to offer {need_cpu:g} CPUs "
+              f"(has {ray.cluster_resources().get('CPU', 0):g})", flush=True)
+        deadline = time.time() + cfg.wait_for_resources_s
+        while time.time() < deadline and ray.cluster_resources().get("CPU", 0) + 1e-9 < need_cpu:
+            time.sleep(5)
     total = ray.cluster_resources()
-    need_cpu = cfg.ppo_num_workers * cfg.runner_num_cpus + (cfg.learner_num_cpus if cfg.trainer_backend == "puffer_ppo" else 0)
     if total.get("CPU", 0) + 1e-9 < need_cpu:
         raise RuntimeError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs but {cfg.ppo_num_workers} runners "
                            f"x {cfg.runner_num_cpus:g} CPU + the learner need {need_cpu:g}; lower --ppo-num-workers "

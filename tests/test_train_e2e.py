@@ -149,3 +149,12 @@ def test_new_run_into_existing_run_dir_is_refused(tmp_path):
     res = cli("train", "--env", "gym:CartPole-v1", "--run-root", str(tmp_path), "--run-id", "taken", timeout=60)
     assert res.returncode == 2 and "taken" in res.stderr
     assert (existing / "config.json").read_text() == '{"keep": true}'
+
+
+def test_relative_run_root_is_refused_under_ray_job_submit(tmp_path):
+    env = {**os.environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run([PY, "-m", "ray_app", "train", "--env", "gym:CartPole-v1", "--run-root", "runs"],
+                         cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: --run-root: 'runs' is relative") and not (tmp_path / "runs").exists()

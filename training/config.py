@@ -65,6 +65,7 @@ class TrainConfig:
     learner_num_cpus: float = 1.0
     runner_placement: str = "spread"
     learner_resource: str | None = None
+    wait_for_resources_s: float = 300.0
     # logging
     wandb_mode: str = "disabled"
     wandb_project: str = "asteroid-prospector"
