@@ -228,7 +228,10 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
         learner_state = _call_learner(learner.state_dict.remote()) if learner else None
         ckpt = dict(format_version=CHECKPOINT_FORMAT_VERSION, window_id=state.window_id,
                     env_steps_total=state.env_steps, episodes_total=state.episodes, config=cfg.to_dict(),
-                    policy_spec=spec, learner=learner_state, runners=pool.state_dicts())
+                    policy_spec=spec, learner=learner_state,
+                    # overlapped mode: a round is in flight, so the runners' state is ahead of the
+                    # accounting; a resume then restarts their envs (exact accounting, not trajectories)
+                    runners=None if overlap else pool.state_dicts())
         path = store.save_checkpoint(state.window_id, ckpt)
         state.last_checkpoint_window = state.window_id
         sink.log_checkpoint(str(store.run_dir / path), state.window_id)
@@ -243,27 +246,32 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
         return metadata_after_window(meta, row)
 
     status = "completed"
-    while state.env_steps < cfg.total_env_steps:
-        if state.stop_signals:
-            status = "stopped"
-            break
+    overlap = cfg.async_rollouts and learner is not None
+    in_flight = pool.submit(weights, version, spec) if state.env_steps < cfg.total_env_steps else None
+    while in_flight is not None:
         round_start = time.time()
-        # sample: every runner collects one rollout with the current weights
-        outs = pool.collect(weights, version, spec)
+        # sample: every runner's rollout of this round
+        outs = pool.gather(in_flight)
+        steps = sum(summary["env_steps"] for _, summary in outs)
+        more = state.env_steps + steps < cfg.total_env_steps and not state.stop_signals
+        # overlapped mode: the next round starts now, with the weights the learner is about to replace
+        in_flight = pool.submit(weights, version, spec) if overlap and more else None
         # learn: rollouts go runner -> learner by reference; new weights come back as one object
-        losses = None
+        losses, lag = None, None
         if learner is not None:
-            losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs])
+            lag = sum(version - summary["policy_version"] for _, summary in outs) / len(outs)
+            losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap)
             losses = _call_learner(losses_ref)
             version += 1
+        if more and not overlap:
+            in_flight = pool.submit(weights, version, spec)
         # account
         summaries = [summary for _, summary in outs]
-        steps = sum(s["env_steps"] for s in summaries)
         episodes = [ep for s in summaries for ep in s["episodes"]]
         state.env_steps += steps
         state.episodes += len(episodes)
         rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses,
-                             time.time() - round_start)
+                             time.time() - round_start, extra=None if lag is None else {"policy_lag": lag})
         # write
         for row in rows:
             meta = write_window(meta, row)
@@ -271,6 +279,8 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
             if (state.window_id + 1) % cfg.checkpoint_every_windows == 0:
                 meta = checkpoint(meta)
             store.write_metadata(meta)
+    if state.stop_signals and state.env_steps < cfg.total_env_steps:
+        status = "stopped"
 
     if status == "stopped" or cfg.flush_partial_window:
         row = agg.flush_partial()

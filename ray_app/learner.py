@@ -26,12 +26,12 @@ class Learner:
         return self.core.weights()
 
     @ray.method(num_returns=2)
-    def learn(self, *rollouts):
+    def learn(self, *rollouts, off_policy: bool = False):
         """Rollouts arrive resolved (zero-copy views of the object store). Returns (losses, new
         weights); the weights become one object that every runner reads."""
         self.calls += 1
         maybe_die(self.faults, "learner", 0, self.calls, self.incarnation)
-        metrics = self.core.learn(list(rollouts))
+        metrics = self.core.learn(list(rollouts), off_policy=off_policy)
         return metrics, self.core.weights()
 
     def state_dict(self) -> dict:

@@ -58,9 +58,15 @@ class RunnerPool:
         self.incarnations[index] += 1
         self.runners[index] = self._start(index)
 
-    def collect(self, weights, version: int, policy_spec: dict | None) -> list[tuple]:
-        """One rollout from every runner: [(batch_ref, summary), ...] in runner order."""
-        pending = {i: r.collect.remote(weights, version, policy_spec) for i, r in enumerate(self.runners)}
+    def submit(self, weights, version: int, policy_spec: dict | None) -> dict:
+        """Start one rollout on every runner; returns the in-flight round for ``gather``."""
+        calls = {i: r.collect.remote(weights, version, policy_spec) for i, r in enumerate(self.runners)}
+        return dict(calls=calls, args=(weights, version, policy_spec))
+
+    def gather(self, round_: dict) -> list[tuple]:
+        """Wait for a submitted round: [(batch_ref, summary), ...] in runner order. A runner lost
+        meanwhile is replaced and its rollout collected again with the same weights."""
+        pending = dict(round_["calls"])
         results: list = [None] * len(self.runners)
         while pending:
             for i, (batch_ref, summary_ref) in list(pending.items()):
@@ -69,7 +75,7 @@ class RunnerPool:
                     del pending[i]
                 except RayActorError as e:
                     self._replace(i, e)
-                    pending[i] = self.runners[i].collect.remote(weights, version, policy_spec)
+                    pending[i] = self.runners[i].collect.remote(*round_["args"])
         return results
 
     def window_closed(self) -> None:

@@ -58,6 +58,7 @@ class TrainConfig:
     ppo_max_grad_norm: float = 0.5
     ppo_norm_adv: bool = True
     policy_hidden: str = "256,256"
+    async_rollouts: bool = False
     # ray
     address: str | None = None
     learner_device: str = "auto"
@@ -241,6 +242,7 @@ _HELP = {
     "env": "prospector | gym:<Gymnasium id> | package.module:factory",
     "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
     "resume": "continue the run in this directory from its latest complete checkpoint",
+    "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
     "policy_hidden": "MLP hidden sizes, comma-separated",
     "learner_device": "auto picks CUDA when the cluster has a GPU",
     "learner_resource": "custom Ray resource the learner must run on (e.g. 'learner')",
@@ -255,7 +257,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
             group.add_argument("--eval-policy-deterministic", dest=f.name, action="store_true", default=None)
             group.add_argument("--eval-policy-stochastic", dest=f.name, action="store_false", default=None)
             continue
-        if f.name == "ppo_anneal_lr" or f.name == "ppo_norm_adv":
+        if f.name in ("ppo_anneal_lr", "ppo_norm_adv", "async_rollouts"):
             parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None)
             continue
         if f.name in _BOOL_FLAGS:

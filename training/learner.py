@@ -7,12 +7,14 @@ PPO epochs. ``state_dict``/``load_state_dict`` carry everything an exact resume 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
 from training.config import TrainConfig
 from training.policy import build_policy, get_weights, policy_from_spec
-from training.ppo import compute_gae, linear_lr, ppo_update
+from training.ppo import compute_gae, compute_vtrace, linear_lr, ppo_update
 
 ROLLOUT_KEYS_TN = ("obs", "actions", "logprobs", "values", "rewards", "terminals", "truncations", "valid",
                    "bootstrap_values")
@@ -57,22 +59,36 @@ class PPOLearner:
     def learning_rate(self) -> float:
         return linear_lr(self.cfg.ppo_learning_rate, self.update_index, self.total_updates, anneal=self.cfg.ppo_anneal_lr)
 
-    def learn(self, rollouts: list[dict]) -> dict:
+    def learn(self, rollouts: list[dict], off_policy: bool = False) -> dict:
+        """One PPO update. ``off_policy``: the rollouts were collected with older weights (overlapped
+        mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy."""
         cfg = self.cfg
         b = join_rollouts(rollouts)
-        adv, ret = compute_gae(
-            b["rewards"], b["values"], b["terminals"], b["truncations"], b["valid"],
-            b["bootstrap_values"], b["last_values"], cfg.ppo_gamma, cfg.ppo_gae_lambda,
-        )
         T, N = b["rewards"].shape
 
         def flat(x, dtype=None):
             t = torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))
             return t.to(self.device, dtype=dtype)
 
+        obs, actions = flat(b["obs"], torch.float32), flat(b["actions"])
+        values = b["values"]
+        if off_policy:
+            with torch.no_grad():
+                logprob, _, value = self.policy.evaluate(obs, actions)
+            ratios = torch.exp(logprob - flat(b["logprobs"])).cpu().numpy().reshape(T, N)
+            values = value.cpu().numpy().reshape(T, N).astype(np.float32)
+            adv, ret = compute_vtrace(
+                b["rewards"], values, b["terminals"], b["truncations"], b["valid"], b["bootstrap_values"],
+                b["last_values"], ratios, cfg.ppo_gamma, cfg.ppo_gae_lambda,
+            )
+        else:
+            adv, ret = compute_gae(
+                b["rewards"], values, b["terminals"], b["truncations"], b["valid"],
+                b["bootstrap_values"], b["last_values"], cfg.ppo_gamma, cfg.ppo_gae_lambda,
+            )
         batch = dict(
-            obs=flat(b["obs"], torch.float32), actions=flat(b["actions"]), logprobs=flat(b["logprobs"]),
-            values=flat(b["values"]), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
+            obs=obs, actions=actions, logprobs=flat(b["logprobs"]),
+            values=flat(values), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
         )
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
@@ -90,10 +106,11 @@ class PPOLearner:
 
     # ---------------------------------------------------------------- checkpoint state
     def state_dict(self) -> dict:
+        """A snapshot (copies: the live tensors keep changing as training goes on)."""
         return dict(
             policy_spec=self.policy.spec,
-            policy_state={k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
-            optimizer_state=self.optimizer.state_dict(),
+            policy_state={k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()},
+            optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
             update_index=self.update_index,
             total_updates=self.total_updates,
             numpy_rng=self.generator.bit_generator.state,
