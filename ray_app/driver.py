@@ -22,6 +22,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from ray_app.learner import RemoteLearner
+from ray_app.progress import StatusLine
 from ray_app.placement import check_capacity, cluster_device, learner_options
 from ray_app.runner_pool import RunnerPool
 from training.config import TrainConfig
@@ -241,11 +242,14 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
         state.window_id = row["window_id"]
         store.append_window(row)
         sink.log_window(row)
+        status_line.clear()
+        status_line.window(row)
         print(_progress_line(row, cfg), flush=True)
         pool.window_closed()
         return metadata_after_window(meta, row)
 
     status = "completed"
+    status_line = StatusLine(cfg.total_env_steps)
     overlap = cfg.async_rollouts and learner is not None
     in_flight = pool.submit(weights, version, spec) if state.env_steps < cfg.total_env_steps else None
     while in_flight is not None:
@@ -279,6 +283,8 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
             if (state.window_id + 1) % cfg.checkpoint_every_windows == 0:
                 meta = checkpoint(meta)
             store.write_metadata(meta)
+        status_line.update(state.env_steps)
+    status_line.clear()
     if state.stop_signals and state.env_steps < cfg.total_env_steps:
         status = "stopped"
 
