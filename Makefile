@@ -11,5 +11,11 @@ run: setup
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+bench: setup
+	$(PY) -m pip install -q -e '.[test,bench]' -c constraints.txt
+	$(PY) bench/env_speed.py
+	$(PY) bench/bots.py
+	$(PY) bench/throughput.py
+
 clean-venv:
 	rm -rf .venv
