@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ray_app.cli_tools import add_tool_parsers, run_tool
 from training.config import ConfigError, add_train_args, config_from_args
 
 USAGE_ERROR = 2
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
     train = sub.add_parser("train", help="train a policy (embedded Ray, or --address / RAY_ADDRESS to join a cluster)")
     add_train_args(train)
+    add_tool_parsers(sub)  # eval, plot, replay
     return parser
 
 
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "train":
             return run_train(ns)
+        return run_tool(ns)
     except _user_errors() as e:
         cause = getattr(e, "cause", None)  # Ray wraps errors raised inside actors
         print(f"error: {cause if isinstance(cause, BaseException) else e}", file=sys.stderr)

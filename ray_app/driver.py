@@ -22,8 +22,9 @@ import ray
 from ray.exceptions import RayActorError
 
 from ray_app.learner import RemoteLearner
-from ray_app.progress import StatusLine
 from ray_app.placement import check_capacity, cluster_device, learner_options
+from ray_app.progress import StatusLine
+from ray_app.replay_tasks import ReplayTracker
 from ray_app.runner_pool import RunnerPool
 from training.config import TrainConfig
 from training.envs.registry import check_env_spec
@@ -236,6 +237,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
         path = store.save_checkpoint(state.window_id, ckpt)
         state.last_checkpoint_window = state.window_id
         sink.log_checkpoint(str(store.run_dir / path), state.window_id)
+        replays.submit(state.window_id, path, state.env_steps, spec, weights)
         return metadata_after_checkpoint(meta, state.window_id, state.env_steps, path)
 
     def write_window(meta, row):
@@ -250,6 +252,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
 
     status = "completed"
     status_line = StatusLine(cfg.total_env_steps)
+    replays = ReplayTracker(cfg, store.run_dir, cfg.run_id)
     overlap = cfg.async_rollouts and learner is not None
     in_flight = pool.submit(weights, version, spec) if state.env_steps < cfg.total_env_steps else None
     while in_flight is not None:
@@ -283,6 +286,9 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
             if (state.window_id + 1) % cfg.checkpoint_every_windows == 0:
                 meta = checkpoint(meta)
             store.write_metadata(meta)
+        if replays.pending:
+            meta = replays.collect(meta, sink)
+            store.write_metadata(meta)
         status_line.update(state.env_steps)
     status_line.clear()
     if state.stop_signals and state.env_steps < cfg.total_env_steps:
@@ -295,6 +301,8 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
     if state.window_id >= 0 and state.last_checkpoint_window != state.window_id:
         meta = checkpoint(meta)
     meta["runner_restarts"] = restarts_before + pool.restarts_total
+    if status == "completed":  # a stopped run does not wait for its evaluation episodes
+        meta = replays.collect(meta, sink, wait=True)
     return metadata_finished(meta, status)
 
 

@@ -3,6 +3,7 @@ status transitions, failure reporting, and the CLI's handling of bad input."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ PY = sys.executable
 METADATA_FIELDS = {
     "run_id": str, "status": str, "trainer_backend": str, "target_env_steps": int, "window_env_steps": int,
     "env_steps_total": int, "episodes_total": int, "windows_emitted": int, "checkpoints_written": int,
-    "latest_window": dict, "latest_checkpoint": dict, "latest_replay": type(None), "replay_index_path": type(None),
+    "latest_window": dict, "latest_checkpoint": dict, "latest_replay": dict, "replay_index_path": str,
     "metrics_windows_path": str, "checkpoints_dir": str, "replays_dir": str, "config_path": str,
     "wandb_run_url": type(None), "constellation_url": type(None), "started_at": str, "updated_at": str,
     "finished_at": str,
@@ -56,6 +57,7 @@ def test_ppo_run_writes_the_contract(tmp_path):
     proc = popen_cli("train", "--env", "prospector", "--total-env-steps", "6144", "--window-env-steps", "2048",
                      "--ppo-num-envs", "16", "--ppo-num-workers", "2", "--ppo-rollout-steps", "64",
                      "--ppo-num-minibatches", "4", "--ppo-update-epochs", "1", "--policy-hidden", "32,32",
+                     "--env-time-max", "400", "--eval-replays-per-window", "1",
                      "--run-root", str(tmp_path), "--run-id", "r1")
     seen = set()
     deadline = time.time() + 240
@@ -95,7 +97,26 @@ def test_ppo_run_writes_the_contract(tmp_path):
     assert ckpt["policy_spec"]["hidden"] == [32, 32]
     for key in ("policy_state", "optimizer_state", "update_index", "numpy_rng", "torch_rng"):
         assert key in ckpt["learner"], key
-    assert "window 2" in out and "completed" in out and str(run_dir) in out
+    assert re.search(r"window +2 \| steps +6,144/6,144", out) and "completed" in out and str(run_dir) in out
+
+    # evaluation replays beside training: one per checkpoint, indexed, valid against the schema
+    from training.replays import validate_replay
+
+    index = json.loads((run_dir / "replay_index.json").read_text())
+    assert [e["window_id"] for e in index["entries"]] == [0, 1, 2]
+    assert meta["latest_replay"]["window_id"] == 2 and meta["replay_index_path"] == "replay_index.json"
+    for entry in index["entries"]:
+        assert validate_replay(run_dir / entry["replay_path"]) == []
+
+    # the tools on the run's checkpoint: eval table with every row, learning-curve plot
+    res = cli("eval", "--checkpoint", str(run_dir / "checkpoints" / "ckpt_000002.pt"), "--episodes", "4",
+              "--json", str(tmp_path / "eval.json"))
+    assert res.returncode == 0, res.stderr
+    table = json.loads((tmp_path / "eval.json").read_text())
+    assert set(table) >= {"policy", "greedy_miner", "cautious_scanner", "market_timer", "random", "hold", "cash_out"}
+    res = cli("plot", str(run_dir), "--bot-episodes", "2")
+    assert res.returncode == 0, res.stderr
+    assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

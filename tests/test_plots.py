@@ -1,0 +1,109 @@
+"""`prospector plot` and `prospector replay`: PNGs of the promised pixel size; bad input -> exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+
+import pytest
+
+from ray_app.cli_tools import add_tool_parsers, run_tool
+from training.envs.bot_eval import evaluate_bots
+from training.envs.bots import BOTS
+from training.plots import FIG_SIZE_PX, bot_reference_returns, default_replay_png
+from training.replays import record_episode, write_replay
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
+def _cli(argv):
+    parser = _Parser(prog="prospector")
+    add_tool_parsers(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    return run_tool(parser.parse_args(argv))
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _row(w, **kw):
+    row = {"run_id": "fake", "window_id": w, "window_complete": True, "env_steps_start": 1000 * w,
+           "env_steps_end": 1000 * (w + 1), "env_steps_in_window": 1000, "env_steps_total": 1000 * (w + 1),
+           "return_mean": -5.0 + 2 * w, "sps": 900.0 + 10 * w, "policy_loss": -0.01 * w, "value_loss": 1.0 / (w + 1),
+           "entropy": 4.2 - 0.1 * w, "approx_kl": 0.001 * w}
+    row.update(kw)
+    return row
+
+
+def _fake_run(tmp_path, env="prospector", bots=True, rows=None, time_max=40):
+    run = tmp_path / "runs" / "fake"
+    (run / "metrics").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"env": env, "env_rules": "v2", "env_time_max": time_max,
+                                                 "seed": 0, "eval_seed_offset": 100_000}))
+    if bots:
+        (run / "bots.json").write_text(json.dumps({"greedy_miner": {"return_mean": 1.5}, "hold": -2.0}))
+    rows = rows if rows is not None else [_row(0, return_mean=None), _row(1), _row(2), _row(3)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if rows:
+        text += '{"run_id": "fake", "window_id": 4, "env_st'  # torn last line of a crashed run
+    (run / "metrics" / "windows.jsonl").write_text(text)
+    return run
+
+
+def test_learning_curves_png(tmp_path, capsys):
+    run = _fake_run(tmp_path)
+    assert _cli(["plot", str(run)]) == 0
+    png = run / "plots" / "learning_curves.png"
+    assert str(png) in capsys.readouterr().out
+    assert _png_size(png) == FIG_SIZE_PX == (1200, 900)
+    out = tmp_path / "elsewhere.png"
+    assert _cli(["plot", str(run), "--out", str(out)]) == 0 and _png_size(out) == FIG_SIZE_PX
+
+
+def test_bot_lines_from_file_or_played(tmp_path):
+    assert bot_reference_returns(_fake_run(tmp_path / "a")) == {"greedy_miner": 1.5, "hold": -2.0}
+    played = bot_reference_returns(_fake_run(tmp_path / "b", bots=False), episodes=2)
+    assert set(played) == set(BOTS)
+    ref = evaluate_bots(["hold", "greedy_miner"], episodes=2, seed0=100_000, time_max=40)  # the run's eval seeds
+    assert played["hold"] == pytest.approx(ref["hold"]["return_mean"])
+    assert played["greedy_miner"] == pytest.approx(ref["greedy_miner"]["return_mean"])
+    assert bot_reference_returns(_fake_run(tmp_path / "c", env="gym:CartPole-v1", bots=False)) == {}
+    assert bot_reference_returns(_fake_run(tmp_path / "d", bots=False), episodes=0) == {}
+
+
+def test_plot_user_errors(tmp_path, capsys):
+    empty = _fake_run(tmp_path, rows=[])
+    assert _cli(["plot", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "windows.jsonl" in err[0]
+    assert _cli(["plot", str(tmp_path / "no_such_run")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert _cli(["replay", str(tmp_path / "missing.jsonl.gz")]) == 2
+    assert "missing.jsonl.gz" in capsys.readouterr().err
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"not gzip")
+    assert _cli(["replay", str(broken)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_replay_png_prospector_and_gym(tmp_path):
+    ep = record_episode(None, "prospector", 11, "v2", 150)
+    rel = write_replay(tmp_path, 3, "r", ep)
+    replay = tmp_path / rel
+    assert _cli(["replay", str(replay)]) == 0
+    png = default_replay_png(replay)
+    assert png == tmp_path / "replays" / "replay-000003-r.png"
+    assert _png_size(png) == FIG_SIZE_PX
+    out = tmp_path / "pics" / "cart.png"
+    cart = tmp_path / write_replay(tmp_path, 4, "cart", record_episode(None, "gym:CartPole-v1", 1))
+    assert _cli(["replay", str(cart), "--out", str(out)]) == 0 and _png_size(out) == FIG_SIZE_PX
+    with gzip.open(cart, "rt") as f:
+        assert len(f.readlines()) > 0

@@ -1,0 +1,253 @@
+"""Evaluate a trained policy on held-out seeds, one episode per seed, and compare it with bots.
+
+Each seed plays exactly one episode, so two policies evaluated on the same seed range face the
+same worlds and their numbers can be compared row by row. Every env of the batch plays only its
+first episode: the env resets finished envs on its own, and those later episodes are ignored (the
+actions fed to a finished env do not matter, so the whole batch keeps stepping until the slowest
+first episode ends).
+
+Seeds default to 100000+ in the CLI because training uses small seeds; evaluating on the training
+seeds would flatter the policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from training.policy import Policy, policy_from_spec
+from training.rollout import random_actions
+from training.run_store import CheckpointError, load_checkpoint
+
+ActFn = Callable[[np.ndarray], np.ndarray]
+
+# Columns of comparison_table: (summary key, header, format).
+_COLUMNS = (
+    ("episodes", "episodes", "{:d}"),
+    ("return_mean", "return mean", "{:.3f}"),
+    ("return_median", "median", "{:.3f}"),
+    ("return_ci95", "95% CI of mean", None),
+    ("survival_rate", "survival", "{:.3f}"),
+    ("net_profit_mean", "net profit", "{:.1f}"),
+    ("profit_per_tick_mean", "profit/tick", "{:.4f}"),
+    ("ticks_mean", "ticks/ep", "{:.1f}"),
+)
+
+
+def load_policy(checkpoint_path) -> tuple[Policy, dict]:
+    """Rebuild the policy stored in a checkpoint. Raises CheckpointError("<path>: <reason>")."""
+    path = Path(checkpoint_path)
+    ckpt = load_checkpoint(path)  # already names the file for missing/corrupt/foreign files
+    learner = ckpt.get("learner")
+    if learner is None:
+        raise CheckpointError(f"{path}: written by the random backend, it holds no policy to evaluate")
+    spec = ckpt.get("policy_spec")
+    state = learner.get("policy_state") if isinstance(learner, dict) else None
+    if not isinstance(spec, dict) or state is None:
+        raise CheckpointError(f"{path}: missing policy_spec or learner.policy_state")
+    try:
+        policy = policy_from_spec(spec)
+        policy.load_state_dict(state, strict=True)
+    except Exception as exc:  # shape mismatches, unknown spec versions, non-tensors
+        raise CheckpointError(f"{path}: policy cannot be rebuilt ({type(exc).__name__}: {exc})") from exc
+    policy.eval()
+    return policy, ckpt
+
+
+def make_act_fn(policy: Policy | None, action_space, deterministic: bool = True, seed: int = 0) -> ActFn:
+    """obs batch -> env actions. ``policy`` None plays uniform random actions (random backend); a
+    plain callable (a bot) is used as is.
+    Sampling (stochastic, or random) uses its own seeded generator so results repeat exactly and
+    never touch the global RNG."""
+    if callable(policy) and not isinstance(policy, torch.nn.Module):
+        return policy  # already an act function (a scripted bot)
+    if policy is None:
+        rng = np.random.default_rng(seed)
+        return lambda obs: random_actions(action_space, len(obs), rng)
+    gen = torch.Generator().manual_seed(int(seed))
+    device = next(policy.parameters()).device
+    box = isinstance(action_space, spaces.Box)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+            action, _, _ = policy.act(x, deterministic=deterministic, generator=gen)
+        a = action.cpu().numpy()
+        if box:  # the policy's Gaussian is unsquashed; the env expects in-bounds actions
+            a = np.clip(a.reshape(len(obs), *action_space.shape), action_space.low, action_space.high)
+        return a
+
+    return act
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread while playing episodes: a 256x256 MLP on a small batch was ~20x
+    slower with 2 intra-op threads on a busy 2-core machine (thread hand-off costs more than the
+    matmul), and the NumPy env between forward passes is single-threaded anyway. Restores the
+    previous setting; torch's thread count is process-wide."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _play_prospector(act_fn: ActFn, seeds: list[int], rules, time_max: int, max_steps) -> list[dict]:
+    from training.envs.prospector import ProspectorEnv
+
+    n = len(seeds)
+    env = ProspectorEnv(num_envs=n, rules=rules, time_max=time_max)
+    obs, _ = env.reset_with_seeds(seeds)
+    records: list = [None] * n
+    steps = 0
+    try:
+        while any(r is None for r in records) and (max_steps is None or steps < max_steps):
+            obs, _, _, _, infos = env.step(act_fn(obs))
+            steps += 1
+            for d in infos:
+                i = int(d["env_index"])
+                if records[i] is None:
+                    records[i] = dict(d, seed=int(seeds[i]))
+    finally:
+        env.close()
+    if any(r is None for r in records):
+        raise RuntimeError(f"max_steps={max_steps} reached before every episode ended")
+    return records
+
+
+def _play_vecenv(act_fn: ActFn, env_spec: str, seeds: list[int], rules, time_max: int,
+                 vector_backend: str, max_steps) -> list[dict]:
+    from training.envs.registry import make_vecenv
+
+    n = len(seeds)
+    env = make_vecenv(env_spec, n, seeds[0], rules=rules, time_max=time_max, vector_backend=vector_backend)
+    try:
+        obs, _ = env.reset(seed=seeds[0])  # PufferLib seeds env i with seed + i
+        ret = np.zeros(n)
+        length = np.zeros(n, np.int64)
+        done = np.zeros(n, bool)
+        records: list = [None] * n
+        steps = 0
+        while not done.all() and (max_steps is None or steps < max_steps):
+            obs, rew, term, trunc, _ = env.step(act_fn(obs))
+            steps += 1
+            live = ~done
+            ret += np.where(live, rew, 0.0)
+            length += live
+            term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+            for i in np.flatnonzero(live & (term | trunc)):
+                done[i] = True
+                records[i] = {"episode_return": float(ret[i]), "episode_length": int(length[i]),
+                              "terminated": int(term[i]), "truncated": int(trunc[i] and not term[i]),
+                              "env_index": int(i), "seed": int(seeds[i])}
+    finally:
+        env.close()
+    if not done.all():
+        raise RuntimeError(f"max_steps={max_steps} reached before every episode ended")
+    return records
+
+
+def evaluate_policy(act_fn: ActFn, env_spec: str, episodes: int, seed0: int, rules="v2",
+                    time_max: int = 20000, vector_backend: str = "serial",
+                    max_steps: int | None = None) -> list[dict]:
+    """Play one episode per seed seed0 .. seed0+episodes-1; one metrics dict per episode, in seed
+    order. Prospector dicts carry the env's episode info (credits, net_profit, survival, ...);
+    other envs give episode_return, episode_length, terminated, truncated. ``act_fn`` maps an obs
+    batch to actions (see make_act_fn)."""
+    episodes = int(episodes)
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    seeds = [int(seed0) + i for i in range(episodes)]
+    with single_thread():  # the env steps on one core anyway; see single_thread for why
+        if env_spec == "prospector":
+            return _play_prospector(act_fn, seeds, rules, time_max, max_steps)
+        return _play_vecenv(act_fn, env_spec, seeds, rules, time_max, vector_backend, max_steps)
+
+
+def _mean_of(episodes: list[dict], key: str):
+    vals = [e[key] for e in episodes if e.get(key) is not None]
+    return float(np.mean(vals)) if len(vals) == len(episodes) and vals else None
+
+
+def summarize(episodes: list[dict]) -> dict:
+    """Aggregate per-episode dicts. Keys the env does not report (net profit for CartPole) are
+    None. The 95% CI of the mean return uses the normal approximation with the sample standard
+    deviation: mean +- 1.96 * sd / sqrt(n); with one episode it is undefined (None)."""
+    if not episodes:
+        raise ValueError("no episodes to summarize")
+    ret = np.array([float(e["episode_return"]) for e in episodes])
+    n = len(ret)
+    mean = float(ret.mean())
+    if n > 1:
+        sd = float(ret.std(ddof=1))
+        half = 1.96 * sd / math.sqrt(n)
+        low, high = mean - half, mean + half
+    else:
+        sd, low, high = None, None, None
+    ticks = _mean_of(episodes, "ticks")
+    return {
+        "episodes": n,
+        "return_mean": mean,
+        "return_median": float(np.median(ret)),
+        "return_std": sd,
+        "return_ci95_low": low,
+        "return_ci95_high": high,
+        "survival_rate": _mean_of(episodes, "survival"),
+        "net_profit_mean": _mean_of(episodes, "net_profit"),
+        "profit_per_tick_mean": _mean_of(episodes, "profit_per_tick"),
+        "ticks_mean": ticks if ticks is not None else _mean_of(episodes, "episode_length"),
+        "episode_length_mean": _mean_of(episodes, "episode_length"),
+    }
+
+
+def _cell(summary: dict, key: str, fmt) -> str:
+    if key == "return_ci95":
+        lo, hi = summary.get("return_ci95_low"), summary.get("return_ci95_high")
+        return "-" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+    value = summary.get(key)
+    if value is None:
+        return "-"
+    return fmt.format(int(value) if fmt == "{:d}" else float(value))
+
+
+def comparison_table(results: dict) -> str:
+    """Aligned text table, one row per {name: summary} entry, in the dict's order."""
+    header = ["name"] + [h for _, h, _ in _COLUMNS]
+    rows = [[str(name)] + [_cell(s, k, f) for k, _, f in _COLUMNS] for name, s in results.items()]
+    widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
+
+    def line(cells):
+        # names left-aligned, numbers right-aligned so decimal places line up
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule] + [line(r) for r in rows])
+
+
+def bot_summaries(episodes: int, seed0: int, rules="v2", time_max: int = 20000, names=None) -> dict:
+    """{bot name: summary} for the scripted bots (default: every BOTS entry) on seeds seed0 ..
+    seed0+episodes-1, the same seeds a policy is evaluated on (prospector only). All bots share
+    one env batch (bot p, seed e at row p*episodes + e): one NumPy step serves every bot."""
+    from training.envs.bots import BOTS, make_bots
+
+    names = list(BOTS) if names is None else list(names)
+    table = make_bots(rules)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown bot(s) {unknown}; known: {sorted(table)}")
+    B = int(episodes)
+    seeds = [int(seed0) + e for _ in names for e in range(B)]
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.concatenate([table[n](obs[p * B:(p + 1) * B]) for p, n in enumerate(names)])
+
+    records = _play_prospector(act, seeds, rules, time_max, None)
+    return {n: summarize(records[p * B:(p + 1) * B]) for p, n in enumerate(names)}

@@ -1,0 +1,428 @@
+"""Evaluation replays: record one episode frame by frame, write it as gzipped JSON lines, and keep
+``replay_index.json`` (shared/spec/run_artifacts.md, section "Replays").
+
+Frame k is the k-th decision, read as a transition: ``t`` (ticks elapsed before the decision),
+``render_state`` (the world as the agent saw it when deciding, observation included) and
+``action`` describe the moment of the decision; ``dt``, ``reward``, ``terminated``, ``truncated``
+and ``events`` are what the step did. So t[k+1] == t[k] + dt[k]. The prospector's frames also
+carry ``info.after``, the ship after the step, so the end of the episode (a destroyed hull) is in
+the file too.
+
+Ray-free: the trainer may call record_best in a Ray task and publish_replay (file writes) where
+the run directory lives.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from training.evaluate import make_act_fn, single_thread
+from training.run_store import atomic_write_bytes, atomic_write_json, json_safe, utc_now_iso
+
+SCHEMA_VERSION = 1
+EVENTS = ("invalid_action", "pirate_encounter", "overheat_tick", "terminated", "truncated")
+FRAME_KEYS = ("schema_version", "frame_index", "t", "dt", "action", "reward", "terminated",
+              "truncated", "render_state", "events")
+PROSPECTOR_RENDER_KEYS = ("observation", "time_remaining", "credits", "net_profit", "survival",
+                          "cargo_utilization_avg", "node_context")
+ENTRY_KEYS = ("run_id", "window_id", "replay_id", "replay_path", "checkpoint_path", "tags",
+              "trainer_backend", "return_total", "steps", "profit", "survival", "terminated",
+              "truncated", "checkpoint_env_steps_total", "created_at")
+MILESTONE_METRICS = {"profit": "profit", "return": "return_total", "survival": "survival"}
+_REPLAY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# ------------------------------------------------------------------------------ recording
+def _obs_list(obs) -> list:
+    # 5 decimals: observations are float32 in [-1, 1]; full float64 reprs would triple the file.
+    return np.round(np.asarray(obs, np.float64).ravel(), 5).tolist()
+
+
+def _action_json(a):
+    a = np.asarray(a)
+    return a.item() if a.size == 1 and a.ndim <= 1 else a.tolist()
+
+
+def _render_state(sim, obs) -> dict:
+    """Decision-time state of env 0 (alive by construction: finished envs are not asked to act)."""
+    from training.envs.prospector_consts import NODE_CLUSTER, NODE_HAZARD, NODE_STATION
+
+    now = _sim_after(sim)
+    node, sel = now["node"], int(sim.sel[0])
+    ntype = int(sim.node_type[0, node])
+    rs = {k: now[k] for k in ("time_remaining", "credits", "net_profit", "survival", "cargo_utilization_avg")}
+    rs["observation"] = _obs_list(obs)
+    rs["node_context"] = {
+        "node": node, "at_station": node == 0, "distance_to_station": int(sim.dist[0, node]),
+        "node_type": {NODE_STATION: "station", NODE_CLUSTER: "cluster", NODE_HAZARD: "hazard"}.get(ntype, str(ntype)),
+        "neighbors": int((sim.nbr[0, node] >= 0).sum()), "selected_asteroid": sel if sel >= 0 else None}
+    return rs
+
+
+def _sim_after(sim) -> dict:
+    ticks = int(sim.ticks[0])
+    out = {"ticks": ticks, "credits": float(sim.credits[0]), "net_profit": float(sim.net_profit()[0]),
+           "survival": 1, "pirate_encounters": int(sim.encounters[0]),
+           "overheat_ticks": int(sim.overheat_ticks[0]), "time_remaining": int(sim.time_remaining[0]),
+           "cargo_utilization_avg": float(sim.util_acc[0] / max(1, ticks)),
+           "invalid_action": bool(sim.last_invalid[0]), "node": int(sim.node[0])}
+    for k in ("fuel", "hull", "heat", "tool", "alert"):
+        out[k] = round(float(getattr(sim, k)[0]), 3)
+    out["cargo"] = round(float(sim.cargo[0].sum()), 3)
+    out["cargo_by_commodity"] = [round(float(v), 3) for v in sim.cargo[0]]
+    return out
+
+
+class _StepTap:
+    """Copies env 0's simulator state the moment ``sim.step`` returns. ProspectorEnv resets a
+    finished env inside the same ``step()`` call, so reading the arrays afterwards would show the
+    next episode's start instead of how this one ended. Wraps this instance only."""
+
+    def __init__(self, sim):
+        self.after = None
+        inner = sim.step
+
+        def step(a):
+            out = inner(a)
+            self.after = _sim_after(sim)
+            return out
+
+        sim.step = step
+
+
+def _record_prospector(act, seed: int, rules, time_max: int, max_steps) -> dict:
+    from training.envs.prospector import ProspectorEnv
+    from training.envs.prospector_consts import A_FUEL_S, A_SELL0, COMMODITIES, SELL_FRACTIONS
+
+    env = ProspectorEnv(num_envs=1, rules=rules, time_max=time_max)
+    obs, _ = env.reset_with_seeds([seed])
+    sim, frames, cut, last = env.sim, [], False, None
+    tap = _StepTap(sim)
+    while last is None:
+        if max_steps is not None and len(frames) >= max_steps:
+            cut = True
+            break
+        state = _render_state(sim, obs[0])
+        a = int(np.asarray(act(obs)).reshape(-1)[0])
+        t0, credits0 = int(sim.ticks[0]), float(sim.credits[0])
+        enc0, heat0 = int(sim.encounters[0]), int(sim.overheat_ticks[0])
+        obs, rew, term, trunc, infos = env.step(np.array([a], np.int64))
+        last = infos[0] if infos else None
+        after = dict(tap.after)
+        if last is not None:
+            after["survival"] = int(last["survival"])  # 0 when destroyed or stranded
+        events = [name for name, hit in (
+            ("invalid_action", after.pop("invalid_action")),
+            ("pirate_encounter", after["pirate_encounters"] > enc0),
+            ("overheat_tick", after["overheat_ticks"] > heat0), ("terminated", bool(term[0])),
+            ("truncated", bool(trunc[0]))) if hit]
+        extra = {"after": after}
+        if A_SELL0 <= a < A_FUEL_S and after["credits"] > credits0:  # a sale that paid
+            k = a - A_SELL0
+            extra["sale"] = {"commodity": COMMODITIES[k // 3], "fraction": SELL_FRACTIONS[k % 3],
+                             "credits": round(after["credits"] - credits0, 6)}
+        frames.append({"schema_version": SCHEMA_VERSION, "frame_index": len(frames), "t": t0,
+                       "dt": after["ticks"] - t0, "action": a, "reward": float(rew[0]),
+                       "terminated": bool(term[0]), "truncated": bool(trunc[0]),
+                       "render_state": state, "events": events, "info": extra})
+    env.close()
+    end = frames[-1]["info"]["after"] if frames else _sim_after(sim)
+    return _episode(frames, cut, profit=end["net_profit"], survival=end["survival"],
+                    ticks=end["ticks"])
+
+
+def _record_vecenv(act, env_spec: str, seed: int, rules, time_max: int, max_steps) -> dict:
+    from training.envs.registry import make_vecenv
+
+    env = make_vecenv(env_spec, 1, seed, rules=rules, time_max=time_max, vector_backend="serial")
+    obs, _ = env.reset(seed=seed)
+    frames, cut, done = [], False, False
+    while not done:
+        if max_steps is not None and len(frames) >= max_steps:
+            cut = True
+            break
+        a = act(obs)
+        o = _obs_list(obs[0])
+        obs, rew, term, trunc, _ = env.step(a)
+        term, trunc = bool(np.asarray(term)[0]), bool(np.asarray(trunc)[0])
+        trunc = trunc and not term
+        done = term or trunc
+        k = len(frames)
+        frames.append({"schema_version": SCHEMA_VERSION, "frame_index": k, "t": k, "dt": 1,
+                       "action": _action_json(np.asarray(a)[0]), "reward": float(np.asarray(rew)[0]),
+                       "terminated": term, "truncated": trunc, "render_state": {"observation": o},
+                       "events": [n for n, hit in (("terminated", term), ("truncated", trunc)) if hit]})
+    env.close()
+    return _episode(frames, cut, profit=None, survival=None, ticks=len(frames))
+
+
+def _episode(frames: list, cut: bool, profit, survival, ticks) -> dict:
+    if cut and frames:  # stopped by max_steps: the file must still say where and why it ends
+        f = frames[-1]
+        f["truncated"] = True
+        f["events"] = [e for e in f["events"] if e != "truncated"] + ["truncated"]
+        f.setdefault("info", {})["cut_by_max_steps"] = True
+    last = frames[-1] if frames else {"terminated": False, "truncated": cut}
+    return {"frames": frames, "return_total": float(sum(f["reward"] for f in frames)),
+            "steps": len(frames), "profit": profit, "survival": survival, "ticks": ticks,
+            "terminated": bool(last["terminated"]), "truncated": bool(last["truncated"]) or cut,
+            "cut_by_max_steps": cut}
+
+
+def record_episode(policy, env_spec: str, seed: int, rules="v2", time_max: int = 20000,
+                   deterministic: bool = True, max_steps: int | None = None) -> dict:
+    """Play one episode on ``seed`` and record every decision. ``policy`` None plays uniform
+    random actions (random backend). -> dict(frames, return_total, steps, profit, survival,
+    terminated, truncated, ticks, cut_by_max_steps, seed, env)."""
+    from training.envs.registry import make_vecenv
+
+    probe = make_vecenv(env_spec, 1, int(seed), rules=rules, time_max=time_max)
+    act = make_act_fn(policy, probe.single_action_space, deterministic, seed)
+    probe.close()
+    with single_thread():
+        if env_spec == "prospector":
+            ep = _record_prospector(act, int(seed), rules, int(time_max), max_steps)
+        else:
+            ep = _record_vecenv(act, env_spec, int(seed), rules, int(time_max), max_steps)
+    ep.update(seed=int(seed), env=env_spec)
+    return ep
+
+
+def episode_summary(ep: dict) -> dict:
+    return {k: ep.get(k) for k in ("seed", "return_total", "steps", "profit", "survival",
+                                   "terminated", "truncated", "ticks")}
+
+
+def record_best(policy, env_spec: str, seeds, rules="v2", time_max: int = 20000,
+                deterministic: bool = True, max_steps: int | None = None) -> tuple[dict, list[dict]]:
+    """Play one episode per seed; keep only the best by return (the first on ties), so memory
+    holds at most two episodes' frames. -> (best episode, summaries of all, in seed order)."""
+    best, summaries = None, []
+    for s in seeds:
+        ep = record_episode(policy, env_spec, s, rules, time_max, deterministic, max_steps)
+        summaries.append(episode_summary(ep))
+        if best is None or ep["return_total"] > best["return_total"]:
+            best = ep
+    if best is None:
+        raise ValueError("record_best needs at least one seed")
+    return best, summaries
+
+
+def eval_seeds(seed: int, eval_seed_offset: int, window_id: int, n: int) -> list[int]:
+    """The contract's seeds for a window's replays: seed + offset + window_id*1000 + i."""
+    return [int(seed) + int(eval_seed_offset) + int(window_id) * 1000 + i for i in range(int(n))]
+
+
+# ------------------------------------------------------------------------------ files
+def _frame_line(frame: dict) -> str:
+    try:
+        return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # numpy scalars or a NaN from a user env: sanitise (slow path)
+        return json.dumps(json_safe(frame), separators=(",", ":"), allow_nan=False)
+
+
+def encode_frames(frames: list) -> bytes:
+    """The replay file's bytes. mtime=0: the same episode always gives the same bytes."""
+    text = "".join(_frame_line(f) + "\n" for f in frames)
+    return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
+
+
+def pack_episode(ep: dict) -> dict:
+    """The episode with its frames already encoded (``replay_gz`` bytes): a long prospector
+    episode is millions of Python floats as lists, ~1-2 MB as gzip; ship this from a Ray task."""
+    out = {k: v for k, v in ep.items() if k != "frames"}
+    out["replay_gz"] = encode_frames(ep["frames"])
+    return out
+
+
+def replay_relpath(window_id: int, replay_id: str) -> str:
+    if not _REPLAY_ID_RE.match(str(replay_id)):
+        raise ValueError(f"replay_id {replay_id!r} must match {_REPLAY_ID_RE.pattern}")
+    return f"replays/replay-{int(window_id):06d}-{replay_id}.jsonl.gz"
+
+
+def write_replay(store_or_run_dir, window_id: int, replay_id: str, episode: dict) -> str:
+    """Write the episode (frames, or packed) atomically; -> the run-relative path."""
+    run_dir = Path(getattr(store_or_run_dir, "run_dir", store_or_run_dir))
+    rel = replay_relpath(window_id, replay_id)
+    data = episode.get("replay_gz") or encode_frames(episode["frames"])
+    atomic_write_bytes(run_dir / rel, data)
+    return rel
+
+
+def read_replay(path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def validate_replay(path) -> list[str]:
+    """Problems with a replay file against the schema (empty list: valid)."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            lines = [ln for ln in f if ln.strip()]
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        return [f"{path}: unreadable gzip ({type(exc).__name__}: {exc})"]
+    if not lines:
+        return [f"{path}: no frames"]
+    problems, prev = [], None
+    for n, line in enumerate(lines):
+        try:
+            fr = json.loads(line)
+        except json.JSONDecodeError as exc:
+            fr = exc
+        if not isinstance(fr, dict):
+            problems.append(f"line {n + 1}: not a JSON object ({fr})")
+            continue
+        rs, events = fr.get("render_state"), fr.get("events")
+        checks = (
+            ([k for k in FRAME_KEYS if k not in fr], f"missing keys {[k for k in FRAME_KEYS if k not in fr]}"),
+            (fr.get("schema_version") != SCHEMA_VERSION, f"schema_version {fr.get('schema_version')!r}, expected 1"),
+            (fr.get("frame_index") != n, f"frame_index {fr.get('frame_index')!r}, expected {n}"),
+            (not _is_num(fr.get("dt")) or fr["dt"] <= 0, f"dt must be > 0, got {fr.get('dt')!r}"),
+            (not (_is_num(fr.get("t")) and _is_num(fr.get("reward"))), "t and reward must be finite numbers"),
+            (prev is not None and _is_num(fr.get("t")) and _is_num(prev.get("t")) and _is_num(prev.get("dt"))
+             and fr["t"] != prev["t"] + prev["dt"], "t is not the previous frame's t + dt"),
+            (not isinstance(rs, dict) or not isinstance(rs.get("observation"), list),
+             "render_state.observation missing"),
+            (not isinstance(events, list) or any(e not in EVENTS for e in events),
+             f"events must be a list drawn from {list(EVENTS)}"),
+            (n < len(lines) - 1 and bool(fr.get("terminated") or fr.get("truncated")),
+             "episode ended before the last frame"),
+        )
+        problems += [f"frame {n}: {msg}" for bad, msg in checks if bad]
+        prev = fr
+    return problems
+
+
+# ------------------------------------------------------------------------------ index
+def parse_thresholds(text) -> list[tuple[str, float]]:
+    """"100,500,1000" -> [("100", 100.0), ...]. Labels keep the user's spelling ("1.0" stays
+    "1.0") so tags read like the flag; numbers given directly are written with %g."""
+    if text is None:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else [text]
+    out = []
+    for item in items:
+        if isinstance(item, tuple):  # already parsed
+            out.append((str(item[0]), float(item[1])))
+        elif not isinstance(item, str):
+            out.append((format(float(item), "g"), float(item)))
+        elif item.strip():
+            try:
+                out.append((item.strip(), float(item)))
+            except ValueError:
+                raise ValueError(f"milestone threshold {item.strip()!r} is not a number") from None
+    return out
+
+
+def _getter(cfg):
+    return cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+
+
+def thresholds_from_config(cfg) -> dict:
+    """{metric: [(label, value)]} from a TrainConfig or its dict (the three --eval-milestone-* flags)."""
+    get = _getter(cfg)
+    return {m: parse_thresholds(get(f"eval_milestone_{m}_thresholds")) for m in MILESTONE_METRICS}
+
+
+class ReplayIndex:
+    """``replay_index.json`` of one run; every add() rewrites it whole and atomically."""
+
+    def __init__(self, run_dir, run_id: str):
+        self.path = Path(run_dir) / "replay_index.json"
+        self.run_id = run_id
+        self.entries: list[dict] = []
+        if self.path.exists():
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("entries"), list):
+                raise ValueError(f"{self.path}: not a schema_version 1 replay index")
+            if data.get("run_id") not in (None, run_id):
+                raise ValueError(f"{self.path}: belongs to run {data.get('run_id')!r}, not {run_id!r}")
+            self.entries = data["entries"]
+
+    @property
+    def latest(self) -> dict | None:
+        return self.entries[-1] if self.entries else None
+
+    def add(self, entry_fields: dict, thresholds: dict | None = None) -> dict:
+        """Append an entry with its tags and save. ``thresholds``: {"profit"|"return"|"survival":
+        flag string or list}. A resumed run replays windows after its checkpoint, so entries of
+        this window id or later are dropped first: no window is listed twice."""
+        wid = int(entry_fields["window_id"])
+        self.entries = [e for e in self.entries if int(e["window_id"]) < wid]
+        entry = {k: entry_fields.get(k) for k in ENTRY_KEYS}
+        entry.update({k: v for k, v in entry_fields.items() if k not in entry})
+        entry["run_id"] = entry_fields.get("run_id") or self.run_id
+        entry["created_at"] = entry_fields.get("created_at") or utc_now_iso()
+        tags = ["every_window"]
+        ret = entry.get("return_total")
+        earlier = [e.get("return_total") for e in self.entries if e.get("return_total") is not None]
+        if ret is not None and all(ret > r for r in earlier):
+            tags.append("best_so_far")
+        for metric, items in (thresholds or {}).items():
+            key = MILESTONE_METRICS[metric]
+            value = entry.get(key)
+            if value is None:
+                continue
+            for label, x in parse_thresholds(items):
+                reached_before = any(e.get(key) is not None and e[key] >= x for e in self.entries)
+                if value >= x and not reached_before:
+                    tags.append(f"milestone:{metric}:{label}")
+        entry["tags"] = tags
+        self.entries.append(entry)
+        self.save()
+        return entry
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"schema_version": SCHEMA_VERSION, "run_id": self.run_id,
+                                      "updated_at": utc_now_iso(), "entries": self.entries})
+
+
+def publish_replay(run_dir, run_id: str, window_id: int, episode: dict, checkpoint_path: str,
+                   checkpoint_env_steps_total: int, trainer_backend: str, thresholds: dict,
+                   replay_id: str | None = None) -> dict:
+    """Write the episode's replay file (frames or packed), then its index entry: in that order,
+    so an entry never points at a missing file. -> the entry (run_metadata.latest_replay)."""
+    from training.run_store import RunStore
+
+    replay_id = replay_id or f"seed{episode.get('seed', 0)}"
+    rel = write_replay(run_dir, window_id, replay_id, episode)
+    fields = {k: episode.get(k) for k in ("return_total", "steps", "profit", "survival",
+                                          "terminated", "truncated", "seed")}
+    fields.update(run_id=run_id, window_id=int(window_id), replay_id=replay_id, replay_path=rel,
+                  checkpoint_path=RunStore(run_dir).relative(checkpoint_path),
+                  trainer_backend=trainer_backend, checkpoint_env_steps_total=int(checkpoint_env_steps_total))
+    return ReplayIndex(run_dir, run_id).add(fields, thresholds)
+
+
+def best_window_episode(cfg, window_id: int, policy, pack: bool = True) -> dict | None:
+    """The replay part that needs compute (a Ray task's job): --eval-replays-per-window episodes
+    on the contract's seeds, the best one returned (packed by default). None when replays are off."""
+    get = _getter(cfg)
+    n = int(get("eval_replays_per_window", 0) or 0)
+    if n <= 0:
+        return None
+    seeds = eval_seeds(get("seed", 0), get("eval_seed_offset", 100_000), window_id, n)
+    best, _ = record_best(policy, get("env", "prospector"), seeds, get("env_rules", "v2"),
+                          int(get("env_time_max", 20000)), bool(get("eval_policy_deterministic", True)),
+                          get("eval_max_steps_per_episode"))
+    return pack_episode(best) if pack else best
+
+
+def window_replay(run_dir, run_id: str, cfg, window_id: int, policy, checkpoint_path: str,
+                  checkpoint_env_steps_total: int) -> dict | None:
+    """Both parts in one call: record the window's best episode, write it and index it."""
+    ep = best_window_episode(cfg, window_id, policy)
+    if ep is None:
+        return None
+    return publish_replay(run_dir, run_id, window_id, ep, checkpoint_path, checkpoint_env_steps_total,
+                          _getter(cfg)("trainer_backend", "puffer_ppo"), thresholds_from_config(cfg))
