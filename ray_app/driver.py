@@ -254,7 +254,10 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
     status_line = StatusLine(cfg.total_env_steps)
     replays = ReplayTracker(cfg, store.run_dir, cfg.run_id)
     overlap = cfg.async_rollouts and learner is not None
-    in_flight = pool.submit(weights, version, spec) if state.env_steps < cfg.total_env_steps else None
+    def teach():  # kickstarting: the teacher's actions are needed until its weight has decayed to 0
+        return bool(cfg.kickstart_teacher) and state.env_steps < cfg.kickstart_steps
+
+    in_flight = pool.submit(weights, version, spec, teach()) if state.env_steps < cfg.total_env_steps else None
     while in_flight is not None:
         round_start = time.time()
         # sample: every runner's rollout of this round
@@ -262,7 +265,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
         steps = sum(summary["env_steps"] for _, summary in outs)
         more = state.env_steps + steps < cfg.total_env_steps and not state.stop_signals
         # overlapped mode: the next round starts now, with the weights the learner is about to replace
-        in_flight = pool.submit(weights, version, spec) if overlap and more else None
+        in_flight = pool.submit(weights, version, spec, teach()) if overlap and more else None
         # learn: rollouts go runner -> learner by reference; new weights come back as one object
         losses, lag = None, None
         if learner is not None:
@@ -271,14 +274,14 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
             losses = _call_learner(losses_ref)
             version += 1
         if more and not overlap:
-            in_flight = pool.submit(weights, version, spec)
+            in_flight = pool.submit(weights, version, spec, teach())
         # account
         summaries = [summary for _, summary in outs]
         episodes = [ep for s in summaries for ep in s["episodes"]]
         state.env_steps += steps
         state.episodes += len(episodes)
         rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses,
-                             time.time() - round_start, extra=None if lag is None else {"policy_lag": lag})
+                             time.time() - round_start, extra=_extra_metrics(lag, losses))
         # write
         for row in rows:
             meta = write_window(meta, row)
@@ -304,6 +307,16 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
     if status == "completed":  # a stopped run does not wait for its evaluation episodes
         meta = replays.collect(meta, sink, wait=True)
     return metadata_finished(meta, status)
+
+
+def _extra_metrics(lag, losses) -> dict | None:
+    """Per-round scalars beyond the contract's losses, averaged per window."""
+    if lag is None:
+        return None
+    extra = {"policy_lag": lag}
+    if "distill_loss" in losses:
+        extra["distill_loss"] = losses["distill_loss"]
+    return extra
 
 
 def _call_learner(ref):

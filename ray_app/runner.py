@@ -32,7 +32,13 @@ class EnvRunner:
         first_seed = cfg.seed + index * n + incarnation * INCARNATION_SEED_STRIDE
         self.env = make_vecenv(cfg.env, n, seed=first_seed, rules=cfg.env_rules, time_max=cfg.env_time_max,
                                vector_backend=cfg.ppo_vector_backend)
-        self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env)
+        teacher = None
+        if cfg.kickstart_teacher:
+            from training.envs.bots import BOTS
+
+            teacher = BOTS[cfg.kickstart_teacher]
+        self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env,
+                                          teacher=teacher)
         self.learns = cfg.trainer_backend == "puffer_ppo"
         self.version = -1
 
@@ -43,7 +49,7 @@ class EnvRunner:
         return ray.get_runtime_context().get_node_id()
 
     @ray.method(num_returns=2)
-    def collect(self, weights: dict | None, version: int, policy_spec: dict | None):
+    def collect(self, weights: dict | None, version: int, policy_spec: dict | None, teach: bool = False):
         """One rollout with weights ``version``. Returns (arrays for the learner, small summary for
         the driver); the random backend sends no arrays at all."""
         self.calls += 1
@@ -53,7 +59,7 @@ class EnvRunner:
                 self.collector.policy = policy_from_spec(policy_spec)
             set_weights(self.collector.policy, weights)
             self.version = version
-        batch, episodes = self.collector.collect()
+        batch, episodes = self.collector.collect(teach=teach)
         summary = dict(
             runner=self.index,
             policy_version=self.version,

@@ -58,10 +58,11 @@ class RunnerPool:
         self.incarnations[index] += 1
         self.runners[index] = self._start(index)
 
-    def submit(self, weights, version: int, policy_spec: dict | None) -> dict:
+    def submit(self, weights, version: int, policy_spec: dict | None, teach: bool = False) -> dict:
         """Start one rollout on every runner; returns the in-flight round for ``gather``."""
-        calls = {i: r.collect.remote(weights, version, policy_spec) for i, r in enumerate(self.runners)}
-        return dict(calls=calls, args=(weights, version, policy_spec))
+        args = (weights, version, policy_spec, teach)
+        calls = {i: r.collect.remote(*args) for i, r in enumerate(self.runners)}
+        return dict(calls=calls, args=args)
 
     def gather(self, round_: dict) -> list[tuple]:
         """Wait for a submitted round: [(batch_ref, summary), ...] in runner order. A runner lost

@@ -57,8 +57,12 @@ class TrainConfig:
     ppo_vf_coef: float = 0.5
     ppo_max_grad_norm: float = 0.5
     ppo_norm_adv: bool = True
+    ppo_reward_scale: float = 1.0
     policy_hidden: str = "256,256"
     async_rollouts: bool = False
+    kickstart_teacher: str | None = None
+    kickstart_coef: float = 1.0
+    kickstart_steps: int = 0
     # ray
     address: str | None = None
     learner_device: str = "auto"
@@ -205,7 +209,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"a rollout of {cfg.steps_per_round} samples (--ppo-num-envs {cfg.ppo_num_envs} x "
             f"--ppo-rollout-steps {cfg.ppo_rollout_steps}) does not split into {cfg.ppo_num_minibatches} equal minibatches",
         )
-    for name in ("ppo_learning_rate",):
+    for name in ("ppo_learning_rate", "ppo_reward_scale"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(flag(name), f"must be > 0; got {getattr(cfg, name)!r}")
     for name in ("ppo_gamma", "ppo_gae_lambda"):
@@ -221,6 +225,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval_max_steps_per_episode is not None and cfg.eval_max_steps_per_episode <= 0:
         raise ConfigError("--eval-max-steps-per-episode", "must be a positive integer")
     parse_int_list(cfg.policy_hidden, "--policy-hidden")
+    if cfg.kickstart_teacher is not None:
+        if cfg.env != "prospector":
+            raise ConfigError("--kickstart-teacher", "teachers are the prospector's scripted bots; use --env prospector")
+        from training.envs.bots import BOTS
+
+        if cfg.kickstart_teacher not in BOTS:
+            raise ConfigError("--kickstart-teacher", f"unknown bot {cfg.kickstart_teacher!r}; one of {', '.join(BOTS)}")
+        if cfg.kickstart_steps <= 0 or cfg.kickstart_coef <= 0:
+            raise ConfigError("--kickstart-steps", "kickstarting needs --kickstart-steps > 0 and --kickstart-coef > 0")
     if cfg.max_runner_restarts_per_window < 0 or cfg.max_learner_restarts < 0:
         raise ConfigError("--max-runner-restarts-per-window", "restart limits must be >= 0")
     try:
@@ -242,6 +255,9 @@ _HELP = {
     "env": "prospector | gym:<Gymnasium id> | package.module:factory",
     "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
     "resume": "continue the run in this directory from its latest complete checkpoint",
+    "ppo_reward_scale": "rewards are multiplied by this for learning only (value targets); reported returns stay raw",
+    "kickstart_teacher": "kickstarting: a scripted bot (prospector) whose actions the policy is also trained to match",
+    "kickstart_steps": "env steps over which the kickstarting coefficient decays linearly to 0",
     "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
     "policy_hidden": "MLP hidden sizes, comma-separated",
     "learner_device": "auto picks CUDA when the cluster has a GPU",

@@ -24,6 +24,8 @@ def join_rollouts(rollouts: list[dict]) -> dict:
     """Concatenate runners' rollouts along the env axis (axis 1; axis 0 for last_values)."""
     joined = {k: np.concatenate([r[k] for r in rollouts], axis=1) for k in ROLLOUT_KEYS_TN}
     joined["last_values"] = np.concatenate([r["last_values"] for r in rollouts], axis=0)
+    if all("teacher_actions" in r for r in rollouts):
+        joined["teacher_actions"] = np.concatenate([r["teacher_actions"] for r in rollouts], axis=1)
     return joined
 
 
@@ -56,6 +58,14 @@ class PPOLearner:
     def weights(self) -> dict:
         return get_weights(self.policy)
 
+    def kickstart_coef(self) -> float:
+        """Kickstarting's distillation weight, decaying linearly to 0 over --kickstart-steps."""
+        cfg = self.cfg
+        if not cfg.kickstart_teacher:
+            return 0.0
+        done = self.update_index * cfg.steps_per_round
+        return cfg.kickstart_coef * max(0.0, 1.0 - done / cfg.kickstart_steps)
+
     def learning_rate(self) -> float:
         return linear_lr(self.cfg.ppo_learning_rate, self.update_index, self.total_updates, anneal=self.cfg.ppo_anneal_lr)
 
@@ -64,6 +74,7 @@ class PPOLearner:
         mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy."""
         cfg = self.cfg
         b = join_rollouts(rollouts)
+        b["rewards"] = b["rewards"] * np.float32(cfg.ppo_reward_scale)
         T, N = b["rewards"].shape
 
         def flat(x, dtype=None):
@@ -90,6 +101,9 @@ class PPOLearner:
             obs=obs, actions=actions, logprobs=flat(b["logprobs"]),
             values=flat(values), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
         )
+        distill_coef = self.kickstart_coef()
+        if distill_coef > 0 and "teacher_actions" in b:
+            batch["teacher_actions"] = flat(b["teacher_actions"])
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -98,7 +112,7 @@ class PPOLearner:
             update_epochs=cfg.ppo_update_epochs, num_minibatches=cfg.ppo_num_minibatches,
             clip_coef=cfg.ppo_clip_coef, vf_clip_coef=cfg.ppo_vf_clip_coef, ent_coef=cfg.ppo_ent_coef,
             vf_coef=cfg.ppo_vf_coef, max_grad_norm=cfg.ppo_max_grad_norm, norm_adv=cfg.ppo_norm_adv,
-            generator=self.generator,
+            generator=self.generator, distill_coef=distill_coef,
         )
         self.update_index += 1
         metrics["learning_rate"] = lr

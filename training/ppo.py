@@ -175,7 +175,8 @@ _BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns", 
 def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, *,
                update_epochs: int, num_minibatches: int, clip_coef: float, vf_clip_coef: float,
                ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
-               target_kl: float | None = None, generator: np.random.Generator) -> dict[str, float]:
+               target_kl: float | None = None, generator: np.random.Generator,
+               distill_coef: float = 0.0) -> dict[str, float]:
     """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
 
     batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
@@ -184,6 +185,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
     grad_norm is the mean pre-clip global norm (it can exceed max_grad_norm, the step
     cannot); explained_variance uses the pre-update values (NaN if returns are constant).
     max_grad_norm None or <= 0 disables clipping.
+    distill_coef > 0 with batch["teacher_actions"] adds kickstarting's distillation term,
+    distill_coef * mean(-log pi(teacher action | s)) over valid entries.
     """
     missing = [k for k in _BATCH_KEYS if k not in batch]
     if missing:
@@ -196,7 +199,9 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
     clip_norm = max_grad_norm if max_grad_norm is not None and max_grad_norm > 0 else float("inf")
     params = [p for p in policy.parameters() if p.requires_grad]
 
-    sums = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")}
+    distill = distill_coef > 0 and "teacher_actions" in batch
+    sums = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm",
+                             "distill_loss")}
     updates = 0
     for _ in range(update_epochs):
         approx_kl = 0.0
@@ -207,14 +212,20 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
                                 weights[idx], clip_coef, vf_clip_coef, norm_adv)
             loss = losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
+            if distill:
+                teacher_logprob, _, _ = policy.evaluate(batch["obs"][idx], batch["teacher_actions"][idx])
+                w = weights[idx]
+                losses["distill_loss"] = -(teacher_logprob * w).sum() / w.sum().clamp(min=1.0)
+                loss = loss + distill_coef * losses["distill_loss"]
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, clip_norm)
             optimizer.step()
 
-            for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"):
-                sums[k] += float(losses[k].detach())
+            for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "distill_loss"):
+                if k in losses:
+                    sums[k] += float(losses[k].detach())
             sums["grad_norm"] += float(grad_norm)
             approx_kl = float(losses["approx_kl"])
             updates += 1
@@ -222,6 +233,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
             break
 
     stats = {k: v / max(updates, 1) for k, v in sums.items()}
+    if not distill:
+        del stats["distill_loss"]
     stats["explained_variance"] = explained_variance(batch["values"], batch["returns"], weights)
     stats["num_minibatch_updates"] = updates
     return stats

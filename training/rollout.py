@@ -36,12 +36,13 @@ def random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class RolloutCollector:
-    def __init__(self, vecenv, rollout_steps: int, seed: int, policy=None, env_name: str = "env"):
+    def __init__(self, vecenv, rollout_steps: int, seed: int, policy=None, env_name: str = "env", teacher=None):
         self.env = vecenv
         self.env_name = env_name
         self.num_envs = vecenv.num_agents
         self.rollout_steps = rollout_steps
         self.policy = policy  # None: uniform random actions (the `random` backend)
+        self.teacher = teacher  # kickstarting: obs batch -> the teacher's actions, recorded beside ours
         self.rng = np.random.default_rng(seed)
         self.torch_gen = torch.Generator().manual_seed(seed)  # action sampling, own stream for exact resume
         self.obs_space = vecenv.single_observation_space
@@ -83,8 +84,9 @@ class RolloutCollector:
         return value.numpy().astype(np.float32).reshape(-1)
 
     # ---------------------------------------------------------------- collect
-    def collect(self) -> tuple[dict, list[dict]]:
-        """Returns (batch of (T, N, ...) arrays, finished episodes' metrics)."""
+    def collect(self, teach: bool = False) -> tuple[dict, list[dict]]:
+        """Returns (batch of (T, N, ...) arrays, finished episodes' metrics). With ``teach``, the
+        teacher's actions on the same observations come back as ``teacher_actions``."""
         T, N = self.rollout_steps, self.num_envs
         obs_buf = np.empty((T, N, *self.obs_space.shape), dtype=self.obs.dtype)
         act_shape = self._act_shape
@@ -97,12 +99,16 @@ class RolloutCollector:
         truncations = np.empty((T, N), dtype=bool)
         valid = np.empty((T, N), dtype=bool)
         final_values = np.zeros((T, N), dtype=np.float32)
+        teach = teach and self.teacher is not None
+        teacher_actions = np.empty((T, N, *act_shape), dtype=act_dtype) if teach else None
         episodes: list[dict] = []
 
         for t in range(T):
             obs_buf[t] = self.obs
             action, env_action, logprobs[t], values[t] = self._act(self.obs)
             actions[t] = action
+            if teach:
+                teacher_actions[t] = self.teacher(self.obs)
             valid[t] = ~self.pending_reset
             obs, rew, term, trunc, infos = self.env.step(env_action)
             self._check_obs(obs, where=f"step {t}")
@@ -136,6 +142,8 @@ class RolloutCollector:
             terminals=terminals, truncations=truncations, valid=valid,
             bootstrap_values=bootstrap.astype(np.float32), last_values=last_values,
         )
+        if teach:
+            batch["teacher_actions"] = teacher_actions
         return batch, episodes
 
     # ---------------------------------------------------------------- exact resume
