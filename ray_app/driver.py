@@ -4,7 +4,7 @@ The driver holds object references, not arrays: rollouts go from the runners str
 learner, and the learner's new weights become one object in the store that every runner reads.
 It only fetches the small per-rollout summaries (episode metrics) and the learner's losses.
 
-Recovery: a lost env runner is replaced inside ``RunnerPool.collect``. A lost learner sends the
+Recovery: a lost env runner is replaced inside ``RunnerPool.gather``. A lost learner sends the
 run back to its latest checkpoint, through the same path as ``--resume``: every actor is
 recreated and restored, the windows after that checkpoint are dropped and played again.
 """
@@ -25,7 +25,7 @@ from ray_app.learner import RemoteLearner
 from ray_app.placement import check_capacity, cluster_device, learner_options
 from ray_app.progress import StatusLine
 from ray_app.replay_tasks import ReplayTracker
-from ray_app.runner_pool import RunnerPool
+from ray_app.runner_pool import RunnerKeepsDying, RunnerPool
 from training.config import TrainConfig
 from training.envs.registry import check_env_spec
 from training.run_store import (
@@ -154,7 +154,15 @@ def train(cfg: TrainConfig) -> dict:
             try:
                 meta = _train_from(cfg, store, meta, state, sink, resume)
                 break
-            except LearnerLost as e:
+            except (LearnerLost, RayActorError, RunnerKeepsDying) as e:
+                if state.stop_signals:
+                    # a signal sent to the whole process group (`timeout`, `kill -- -PGID`) also
+                    # reaches Ray's processes: the run is stopping, not failing. The latest
+                    # checkpoint and the windows written so far stand.
+                    meta = metadata_finished(store.read_metadata(), "stopped")
+                    break
+                if not isinstance(e, LearnerLost):
+                    raise
                 state.learner_restarts += 1
                 meta = store.read_metadata()  # the last state written, counters included
                 meta["learner_restarts"] = state.learner_restarts
@@ -261,7 +269,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
     while in_flight is not None:
         round_start = time.time()
         # sample: every runner's rollout of this round
-        outs = pool.gather(in_flight)
+        outs = pool.gather(in_flight, give_up=lambda: bool(state.stop_signals))
         steps = sum(summary["env_steps"] for _, summary in outs)
         more = state.env_steps + steps < cfg.total_env_steps and not state.stop_signals
         # overlapped mode: the next round starts now, with the weights the learner is about to replace

@@ -64,9 +64,10 @@ class RunnerPool:
         calls = {i: r.collect.remote(*args) for i, r in enumerate(self.runners)}
         return dict(calls=calls, args=args)
 
-    def gather(self, round_: dict) -> list[tuple]:
+    def gather(self, round_: dict, give_up=lambda: False) -> list[tuple]:
         """Wait for a submitted round: [(batch_ref, summary), ...] in runner order. A runner lost
-        meanwhile is replaced and its rollout collected again with the same weights."""
+        meanwhile is replaced and its rollout collected again with the same weights, unless
+        ``give_up()`` (the run is being stopped: the loss is most likely the stop itself)."""
         pending = dict(round_["calls"])
         results: list = [None] * len(self.runners)
         while pending:
@@ -75,6 +76,8 @@ class RunnerPool:
                     results[i] = (batch_ref, ray.get(summary_ref))
                     del pending[i]
                 except RayActorError as e:
+                    if give_up():
+                        raise
                     self._replace(i, e)
                     pending[i] = self.runners[i].collect.remote(*round_["args"])
         return results

@@ -132,3 +132,19 @@ def test_second_sigint_exits_at_once_without_corrupting_files(tmp_path):
     meta, rows = read_run(run_dir)  # both still parse
     assert rows and meta["run_id"] == "r"
     assert not list(run_dir.rglob("*.tmp*")), "no temp file left where a reader looks"
+
+
+def test_sigterm_to_the_whole_process_group_ends_as_stopped(tmp_path):
+    """`timeout`, `kill -- -PGID` and some schedulers signal every process of the group, Ray's
+    own processes included: the run must end as stopped, not try to recover from the losses."""
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "ray_app", "train", *SMALL, "--total-env-steps", "400000",
+                             "--run-root", str(tmp_path), "--run-id", "r"], cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    wait_for_window(run_dir, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    meta, rows = read_run(run_dir)
+    assert meta["status"] == "stopped", out[-2000:]
+    assert "replaying" not in out and "starting a replacement" not in out
+    assert rows and meta["latest_checkpoint"]["window_id"] >= 0
