@@ -116,7 +116,10 @@ class TrainConfig:
 
 # Per-env presets: only what differs from the global defaults. The CartPole numbers follow the
 # well-known tuned PPO settings for it (small batches, many epochs, no entropy bonus); they solve
-# it well inside 200k steps. The prospector preset is sized for the 2-core `make run`.
+# it well inside 200k steps. The prospector preset is sized for the 2-core `make run` (~5 min).
+# From scratch, PPO there falls into the cash-out-at-once local optimum within a few million steps
+# (docs/BENCHMARKS.md, "Learning"); kickstarting from the cautious scanner gets past it, and the
+# 0.1 reward scale (sales pay tens per step) lets the unclipped value function keep up.
 ENV_PRESETS: dict[str, dict] = {
     "prospector": dict(
         ppo_num_envs=256,
@@ -128,8 +131,13 @@ ENV_PRESETS: dict[str, dict] = {
         ppo_gamma=0.995,
         ppo_gae_lambda=0.95,
         ppo_ent_coef=0.01,
-        total_env_steps=3_000_000,
-        window_env_steps=100_000,
+        ppo_reward_scale=0.1,
+        ppo_vf_clip_coef=0.0,
+        kickstart_teacher="cautious_scanner",
+        kickstart_coef=10.0,
+        kickstart_steps=2_000_000,
+        total_env_steps=2_500_000,
+        window_env_steps=250_000,
     ),
     "gym:CartPole-v1": dict(
         ppo_num_envs=8,
