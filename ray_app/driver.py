@@ -281,8 +281,6 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
             losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap)
             losses = _call_learner(losses_ref)
             version += 1
-        if more and not overlap:
-            in_flight = pool.submit(weights, version, spec, teach())
         # account
         summaries = [summary for _, summary in outs]
         episodes = [ep for s in summaries for ep in s["episodes"]]
@@ -301,6 +299,8 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
             meta = replays.collect(meta, sink)
             store.write_metadata(meta)
         status_line.update(state.env_steps)
+        if more and not overlap:  # only now: a checkpoint above must see the runners between rounds
+            in_flight = pool.submit(weights, version, spec, teach())
     status_line.clear()
     if state.stop_signals and state.env_steps < cfg.total_env_steps:
         status = "stopped"

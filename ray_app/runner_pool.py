@@ -88,8 +88,18 @@ class RunnerPool:
     def node_ids(self) -> list[str]:
         return ray.get([r.node_id.remote() for r in self.runners])
 
-    def state_dicts(self) -> list[dict]:
-        return ray.get([r.state_dict.remote() for r in self.runners])
+    def state_dicts(self) -> list[dict] | None:
+        """Every runner's state for a checkpoint, or None if a runner was lost meanwhile (it is
+        replaced; that checkpoint then resumes exact in accounting, not in trajectories)."""
+        refs = [r.state_dict.remote() for r in self.runners]
+        states = []
+        for i, ref in enumerate(refs):
+            try:
+                states.append(ray.get(ref))
+            except RayActorError as e:
+                self._replace(i, e)
+                states.append(None)
+        return None if any(s is None for s in states) else states
 
     def load_state_dicts(self, states: list[dict]) -> bool:
         """Restore every runner; True when all envs resumed their exact trajectories."""

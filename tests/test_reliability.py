@@ -148,3 +148,35 @@ def test_sigterm_to_the_whole_process_group_ends_as_stopped(tmp_path):
     assert meta["status"] == "stopped", out[-2000:]
     assert "replaying" not in out and "starting a replacement" not in out
     assert rows and meta["latest_checkpoint"]["window_id"] >= 0
+
+
+COMPARED = ("env_steps_start", "env_steps_end", "episodes_completed", "reward_sum", "return_mean", "policy_loss",
+            "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "learning_rate")
+
+
+def test_resume_replays_the_same_windows_as_an_uninterrupted_run(tmp_path):
+    """Sync mode, same runners: resuming twice from the same checkpoint gives, window by window,
+    the losses and returns of the run that was never interrupted."""
+    import shutil
+
+    args = ["--env", "prospector", "--env-time-max", "300", "--ppo-num-envs", "8", "--ppo-num-workers", "2",
+            "--ppo-rollout-steps", "64", "--ppo-num-minibatches", "2", "--ppo-update-epochs", "2",
+            "--policy-hidden", "32,32", "--window-env-steps", "1024", "--total-env-steps", "4096",
+            "--kickstart-steps", "2048", "--seed", "3"]
+    res = run(*args, "--run-root", str(tmp_path), "--run-id", "a")
+    assert res.returncode == 0, res.stderr[-3000:]
+    _, uninterrupted = read_run(tmp_path / "a")
+    assert len(uninterrupted) == 4
+
+    for copy in ("b", "c"):  # two resumes from the same checkpoint (window 1)
+        shutil.copytree(tmp_path / "a", tmp_path / copy)
+        for late in ("ckpt_000002.pt", "ckpt_000003.pt"):
+            (tmp_path / copy / "checkpoints" / late).unlink()
+        res = run("--resume", str(tmp_path / copy))
+        assert res.returncode == 0, res.stderr[-3000:]
+        meta, resumed = read_run(tmp_path / copy)
+        assert meta["resumes"][-1]["from_window"] == 1 and meta["resumes"][-1]["exact_env_state"] is True
+        assert [r["window_id"] for r in resumed] == [0, 1, 2, 3]
+        for a, b in zip(uninterrupted[2:], resumed[2:]):
+            for key in COMPARED:
+                assert a[key] == b[key], (copy, a["window_id"], key, a[key], b[key])

@@ -127,16 +127,18 @@ def test_seed_cli_random_backend_and_env_failure(tmp_path):
     res = subprocess.run(
         [PY, "training/train_puffer.py", "--trainer-backend", "random", "--total-env-steps", "6000",
          "--window-env-steps", "2000", "--wandb-mode", "disabled", "--ppo-num-envs", "8", "--ppo-num-workers", "4",
+         "--ppo-rollout-steps", "128",
          "--run-root", str(tmp_path), "--run-id", "seed"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout + res.stderr
     meta = json.loads((tmp_path / "seed" / "run_metadata.json").read_text())
     assert meta["status"] == "completed" and meta["trainer_backend"] == "random"
     rows = [json.loads(x) for x in (tmp_path / "seed" / "metrics" / "windows.jsonl").read_text().splitlines()]
-    # rounds of 8 x 128 = 1024 steps: windows are rounded to whole rounds and say so in env_steps_in_window
-    assert [r["env_steps_in_window"] for r in rows] == [2048, 2048]
+    # rounds of 8 x 128 = 1024 steps: 6000 steps take 6 whole rounds (6144), in windows of 2048
+    assert [r["env_steps_in_window"] for r in rows] == [2048, 2048, 2048]
+    assert meta["env_steps_total"] == 6144
     assert rows[0]["policy_loss"] is None
-    assert (tmp_path / "seed" / "checkpoints" / "ckpt_000001.pt").exists()
+    assert (tmp_path / "seed" / "checkpoints" / "ckpt_000002.pt").exists()
 
     # an env that returns NaN fails the run with status failed and the error named
     res = cli("train", "--env", "training.envs.examples:countdown_nan", "--total-env-steps", "2000",
