@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ray_app.cli_tools import add_tool_parsers, run_tool
+from ray_app.cli import main
 from training.envs.bot_eval import evaluate_bots
 from training.envs.bots import BOTS
 from training.envs.prospector import ProspectorEnv
@@ -23,15 +22,8 @@ from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError
 TIME_MAX = 120  # short episodes keep every test here well under a second or two
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
 def _cli(argv):
-    parser = _Parser(prog="prospector")
-    add_tool_parsers(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    return run_tool(parser.parse_args(argv))
+    return main(argv)  # the real `prospector` CLI: one-line errors, exit code 2
 
 
 def _policy(seed=0):

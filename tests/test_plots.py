@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 
 import pytest
 
-from ray_app.cli_tools import add_tool_parsers, run_tool
+from ray_app.cli import main
 from training.envs.bot_eval import evaluate_bots
 from training.envs.bots import BOTS
 from training.plots import FIG_SIZE_PX, bot_reference_returns, default_replay_png
@@ -17,15 +16,8 @@ from training.replays import record_episode, write_replay
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
 def _cli(argv):
-    parser = _Parser(prog="prospector")
-    add_tool_parsers(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    return run_tool(parser.parse_args(argv))
+    return main(argv)  # the real `prospector` CLI: one-line errors, exit code 2
 
 
 def _png_size(path):
