@@ -135,8 +135,8 @@ ENV_PRESETS: dict[str, dict] = {
         ppo_vf_clip_coef=0.0,
         kickstart_teacher="cautious_scanner",
         kickstart_coef=10.0,
-        kickstart_steps=2_000_000,
-        total_env_steps=2_500_000,
+        kickstart_steps=1_500_000,
+        total_env_steps=2_000_000,
         window_env_steps=250_000,
     ),
     "gym:CartPole-v1": dict(

@@ -158,7 +158,7 @@ class Policy(nn.Module):
             return (out, self.actor_logstd.expand_as(out)), value
         return out, value
 
-    def _logprob_entropy(self, params, action: torch.Tensor):
+    def logprob_entropy(self, params, action: torch.Tensor):
         if self.kind == "discrete":
             return _categorical_logprob_entropy(params, action)
         if self.kind == "multidiscrete":
@@ -195,13 +195,13 @@ class Policy(nn.Module):
         torch.Generator (CPU), an np.random.Generator, or None for the global torch RNG."""
         params, value = self.forward(obs)
         action = self._sample(params, deterministic, generator)
-        logprob, _ = self._logprob_entropy(params, action)
+        logprob, _ = self.logprob_entropy(params, action)
         return action, logprob, value
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor):
         """-> (logprob (B,), entropy (B,), value (B,)) of given actions under the current policy."""
         params, value = self.forward(obs)
-        logprob, entropy = self._logprob_entropy(params, action)
+        logprob, entropy = self.logprob_entropy(params, action)
         return logprob, entropy, value
 
 

@@ -207,13 +207,15 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
         approx_kl = 0.0
         for idx_np in minibatch_indices(batch_size, num_minibatches, generator):
             idx = torch.from_numpy(idx_np).to(batch["obs"].device)
-            new_logprob, entropy, new_value = policy.evaluate(batch["obs"][idx], batch["actions"][idx])
+            # one forward pass serves both the taken actions and (kickstarting) the teacher's
+            dist_params, new_value = policy(batch["obs"][idx])
+            new_logprob, entropy = policy.logprob_entropy(dist_params, batch["actions"][idx])
             losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
                                 weights[idx], clip_coef, vf_clip_coef, norm_adv)
             loss = losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
             if distill:
-                teacher_logprob, _, _ = policy.evaluate(batch["obs"][idx], batch["teacher_actions"][idx])
+                teacher_logprob, _ = policy.logprob_entropy(dist_params, batch["teacher_actions"][idx])
                 w = weights[idx]
                 losses["distill_loss"] = -(teacher_logprob * w).sum() / w.sum().clamp(min=1.0)
                 loss = loss + distill_coef * losses["distill_loss"]
