@@ -153,6 +153,11 @@ def test_seed_cli_random_backend_and_env_failure(tmp_path):
 
 @pytest.mark.parametrize("args, flag", [
     (["--total-env-steps", "0"], "--total-env-steps"),
+    (["--total-env-steps", "-5"], "--total-env-steps"),
+    (["--total-env-steps", "1000", "--window-env-steps", "5000"], "--window-env-steps"),
+    (["--ppo-num-envs", "6", "--ppo-num-workers", "2", "--ppo-rollout-steps", "5", "--ppo-num-minibatches", "4"],
+     "--ppo-num-minibatches"),
+    (["--env-rules", "v3"], "--env-rules"),
     (["--ppo-num-envs", "6", "--ppo-num-workers", "4"], "--ppo-num-envs"),
     (["--env", "no_such_env"], "--env"),
     (["--resume", "/nonexistent/run"], "/nonexistent/run"),
@@ -181,3 +186,38 @@ def test_relative_run_root_is_refused_under_ray_job_submit(tmp_path):
                          cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert res.stderr.startswith("error: --run-root: 'runs' is relative") and not (tmp_path / "runs").exists()
+
+
+def _fake_run(root, run_id="old"):
+    """A run directory with two checkpoints; returns it and a snapshot of every file's bytes."""
+    from training.config import TrainConfig
+    from training.run_store import RunStore
+
+    cfg = TrainConfig(env="gym:CartPole-v1", run_id=run_id, total_env_steps=4096, window_env_steps=1024,
+                      ppo_num_envs=4, ppo_num_workers=1)
+    store = RunStore.create(root, run_id)
+    store.write_config(cfg.to_dict())
+    for w in (0, 1):
+        store.save_checkpoint(w, {"format_version": 1, "window_id": w})
+    files = {p: p.read_bytes() for p in store.run_dir.rglob("*") if p.is_file()}
+    return store.run_dir, files
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("corrupt", "ckpt_000001.pt"),
+    ("missing", "checkpoints"),
+])
+def test_resume_with_a_bad_checkpoint_is_one_line_exit_2_and_changes_nothing(tmp_path, damage, named):
+    run_dir, _ = _fake_run(tmp_path)
+    newest = run_dir / "checkpoints" / "ckpt_000001.pt"
+    if damage == "corrupt":
+        newest.write_bytes(b"not a checkpoint")
+    else:
+        for ckpt in (run_dir / "checkpoints").iterdir():
+            ckpt.unlink()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    res = cli("train", "--resume", str(run_dir), timeout=60)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], res.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before, "nothing of the run changed"
