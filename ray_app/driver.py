@@ -305,6 +305,9 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
     if state.stop_signals and state.env_steps < cfg.total_env_steps:
         status = "stopped"
 
+    if status == "completed" and not cfg.flush_partial_window and agg.pending_env_steps:
+        print(f"note: the last {agg.pending_env_steps:,} env steps closed no window, so they are in no window "
+              "row and no checkpoint; --flush-partial-window keeps them", flush=True)
     if status == "stopped" or cfg.flush_partial_window:
         row = agg.flush_partial()
         if row is not None:

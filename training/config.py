@@ -136,8 +136,9 @@ ENV_PRESETS: dict[str, dict] = {
         kickstart_teacher="cautious_scanner",
         kickstart_coef=10.0,
         kickstart_steps=1_500_000,
-        total_env_steps=2_000_000,
-        window_env_steps=250_000,
+        # whole windows of whole rounds (16 rounds of 256 x 64): the final policy is checkpointed
+        total_env_steps=2_097_152,
+        window_env_steps=262_144,
     ),
     "gym:CartPole-v1": dict(
         ppo_num_envs=8,
