@@ -76,3 +76,13 @@ def test_derived_values():
     cfg = TrainConfig(ppo_num_envs=8, ppo_num_workers=4, ppo_rollout_steps=128, total_env_steps=2000)
     assert cfg.envs_per_worker == 2 and cfg.steps_per_round == 1024 and cfg.total_rounds == 2
     assert TrainConfig(policy_hidden="64, 32").hidden_sizes == (64, 32)
+
+
+def test_kickstart_teacher_from_preset_can_be_switched_off():
+    assert parse("--env", "prospector").kickstart_teacher == "cautious_scanner"
+    assert parse("--env", "prospector", "--kickstart-teacher", "none").kickstart_teacher is None
+    with pytest.raises(ConfigError) as e:
+        parse("--env", "prospector", "--kickstart-teacher", "no_such_bot")
+    assert e.value.flag == "--kickstart-teacher"
+    with pytest.raises(ConfigError):
+        parse("--env", "gym:Acrobot-v1", "--kickstart-teacher", "greedy_miner")

@@ -265,7 +265,8 @@ _HELP = {
     "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
     "resume": "continue the run in this directory from its latest complete checkpoint",
     "ppo_reward_scale": "rewards are multiplied by this for learning only (value targets); reported returns stay raw",
-    "kickstart_teacher": "kickstarting: a scripted bot (prospector) whose actions the policy is also trained to match",
+    "kickstart_teacher": "kickstarting: a scripted bot (prospector) whose actions the policy is also trained to "
+                         "match; 'none' switches a preset's teacher off",
     "kickstart_steps": "env steps over which the kickstarting coefficient decays linearly to 0",
     "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
     "policy_hidden": "MLP hidden sizes, comma-separated",
@@ -310,4 +311,6 @@ def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None) ->
     if base is None:
         values.update(preset_for(env))
     values.update(given)
+    if str(values.get("kickstart_teacher")).lower() == "none":  # switch a preset's teacher off
+        values["kickstart_teacher"] = None
     return validate(TrainConfig.from_dict(values))
