@@ -227,7 +227,7 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
 def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
     agg = WindowAggregator(cfg.run_id, cfg.window_env_steps, start_window_id=state.window_id + 1,
                            start_env_steps=state.env_steps)
-    spec = ray.get(learner.policy_spec.remote()) if learner else None
+    spec = _learner_ready(learner, cfg) if learner else None
     weights = learner.get_weights.remote() if learner else None
     version = 0
     restarts_before = meta.get("runner_restarts", 0)
@@ -328,6 +328,17 @@ def _extra_metrics(lag, losses) -> dict | None:
     if "distill_loss" in losses:
         extra["distill_loss"] = losses["distill_loss"]
     return extra
+
+
+def _learner_ready(learner, cfg) -> dict:
+    """The learner's policy spec, once it is placed; a learner that cannot be placed (e.g. its
+    node's CPUs are taken by runners) fails the run clearly instead of waiting forever."""
+    try:
+        return ray.get(learner.policy_spec.remote(), timeout=cfg.wait_for_resources_s)
+    except ray.exceptions.GetTimeoutError:
+        where = f" on a node with resource {cfg.learner_resource!r}" if cfg.learner_resource else ""
+        raise RuntimeError(f"the learner could not be placed within {cfg.wait_for_resources_s:g}s: it needs "
+                           f"{cfg.learner_num_cpus:g} CPUs{where} (--learner-num-cpus)") from None
 
 
 def _call_learner(ref):

@@ -36,7 +36,13 @@ class RunnerPool:
         self.runners = [self._start(i) for i in range(cfg.ppo_num_workers)]
         # A runner that cannot even build its env is a configuration error, not a lost process:
         # surface it now instead of restarting it.
-        spaces = ray.get([r.spaces.remote() for r in self.runners])
+        try:
+            spaces = ray.get([r.spaces.remote() for r in self.runners], timeout=cfg.wait_for_resources_s)
+        except ray.exceptions.GetTimeoutError:
+            self.shutdown()
+            raise RuntimeError(f"the env runners could not be placed within {cfg.wait_for_resources_s:g}s "
+                               f"(each needs {cfg.runner_num_cpus:g} CPU; --runner-placement {cfg.runner_placement}); "
+                               "lower --ppo-num-workers or add nodes") from None
         self.obs_space, self.act_space = spaces[0]
 
     def _start(self, index: int):

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"learner": 1}})
+    # the head holds the learner (2 CPUs) and may also take packed runners
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "resources": {"learner": 1}})
     workers = [c.add_node(num_cpus=2, object_store_memory=150 * 1024**2) for _ in range(2)]
     c.wait_for_nodes()
     yield c, workers
