@@ -36,10 +36,6 @@ from training.sinks import WandbSink
 from training.windowing import WindowAggregator
 
 
-class StopRequested(Exception):
-    """SIGINT/SIGTERM (also `ray job stop`) asked the run to end after a final checkpoint."""
-
-
 class LearnerLost(Exception):
     pass
 
