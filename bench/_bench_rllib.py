@@ -86,7 +86,7 @@ def run_rllib(spec: dict, t0: float) -> dict:
     import ray
 
     ttt = spec.get("mode") == "ttt"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         config = cartpole_config(spec) if ttt else throughput_config(spec)
         algo = config.build_algo()

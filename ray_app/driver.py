@@ -84,7 +84,9 @@ def _start_ray(cfg: TrainConfig) -> bool:
         ray.init(address=address)
         return True
     need = cfg.ppo_num_workers * cfg.runner_num_cpus + cfg.learner_num_cpus
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False)
+    # address="local": without it ray.init() joins whatever /tmp/ray/ray_current_cluster names
+    # (another user's `ray start`, or a stale file left by a killed head) instead of embedding.
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False)
     return True
 
 
