@@ -54,6 +54,8 @@ def _train_flags(spec: dict) -> dict:
         run_root=spec["run_root"], run_id=spec["run_id"], seed=spec["seed"], wandb_mode="disabled",
         # the same plain PPO as every other line: no teacher (the prospector preset kickstarts)
         kickstart_teacher="none",
+        learner_precision=spec.get("precision", "float32"),
+        **({"learner_num_cpus": spec["learner_cpus"]} if spec.get("learner_cpus") else {}),
     )
 
 
@@ -148,8 +150,9 @@ def run_env_limit(spec: dict, t0: float) -> dict:
 
 
 def run_learner_limit(spec: dict, t0: float) -> dict:
-    """PPOLearner.learn on one pre-made batch (from one collect), repeated; one torch thread (the
-    trainer's learner actor gets one CPU, hence one thread). Samples/s = batch size / time per learn."""
+    """PPOLearner.learn on one pre-made batch (from one collect), repeated, with as many torch
+    threads as the trainer's learner actor gets (--learner-num-cpus, default 2).
+    Samples/s = batch size / time per learn."""
     import torch
     from training.config import config_from_args
     from training.learner import PPOLearner
@@ -159,7 +162,7 @@ def run_learner_limit(spec: dict, t0: float) -> dict:
     flags = _train_flags(dict(spec, runners=1, run_root="unused", run_id="unused"))
     cfg = config_from_args({k: v for k, v in flags.items() if k not in ("run_root", "run_id")})
     learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, int(cfg.learner_num_cpus)))
     size = int(batch["rewards"].size)
     deadline = t0 + spec["max_seconds"]
     start = time.perf_counter()
@@ -170,4 +173,4 @@ def run_learner_limit(spec: dict, t0: float) -> dict:
         samples += size
         points.append((time.perf_counter() - start, samples))
     return dict(steady(points, spec["warmup"]), env_steps_total=samples, learns=learns, batch_size=size,
-                wall_s=time.time() - t0)
+                threads=torch.get_num_threads(), wall_s=time.time() - t0)

@@ -84,7 +84,8 @@ def puffer_config(spec: dict, hp: dict, total_timesteps: int, data_dir: str) -> 
     minibatch = batch // spec["minibatches"]
     return dict(
         env=spec["env_spec"], seed=spec["seed"], torch_deterministic=False, device="cpu", cpu_offload=False,
-        use_rnn=False, compile=False, compile_mode="default", compile_fullgraph=False, precision="float32",
+        use_rnn=False, compile=False, compile_mode="default", compile_fullgraph=False,
+        precision=spec.get("precision", "float32"),
         batch_size=batch, bptt_horizon=spec["rollout"], minibatch_size=minibatch, max_minibatch_size=minibatch,
         update_epochs=spec["epochs"], total_timesteps=total_timesteps,
         optimizer="adam", learning_rate=hp["lr"], adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-5,

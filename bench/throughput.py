@@ -12,10 +12,12 @@ windows after the first, with ``--window-env-steps`` = the warm-up). Configurati
 
   ours-sync-1, ours-sync-2     this trainer (ray_app.driver.train), 1 or 2 env runners, synchronous
   ours-async-1, ours-async-2   the same with overlapped rollouts (async_rollouts=True)
+  ours-sync-4, ours-async-4    4 runners (for the scaling model; only when named in --only)
   pufferl                      PufferLib's single-process PuffeRL (bench/_bench_puffer.py)
   rllib-1, rllib-2             RLlib PPO, 1 or 2 env runners, Gymnasium envs (bench/_bench_rllib.py)
   env-limit                    RolloutCollector + the 256,256 policy, no learning, one thread
-  learner-limit                PPOLearner.learn on one pre-made batch, repeated, one thread
+  learner-limit                PPOLearner.learn on one pre-made batch, repeated, with the learner
+                               actor's threads (--learner-num-cpus, default 2)
 
 ``--time-to-target`` adds ttt-ours, ttt-pufferl, ttt-rllib on CartPole-v1: env steps and wall
 seconds (start-up included) until the mean episode return first reaches 475 (caps: 500k steps or
@@ -38,6 +40,7 @@ from bench._bench_proc import run_child  # noqa: E402
 
 ENVS = {"prospector": "prospector", "cartpole": "gym:CartPole-v1"}
 OURS = ("ours-sync-1", "ours-sync-2", "ours-async-1", "ours-async-2")
+SCALING = ("ours-sync-4", "ours-async-4")  # only with --only: 4 runners oversubscribe 2 cores
 BASELINES = ("pufferl", "rllib-1", "rllib-2", "env-limit", "learner-limit")
 CONFIGS = OURS + BASELINES
 TTT = ("ttt-ours", "ttt-pufferl", "ttt-rllib")
@@ -79,7 +82,7 @@ def spec_for(name: str, env: str, args, run_root: str) -> dict:
                 minibatches=args.minibatches, epochs=args.epochs, hidden=[256, 256], steps=args.steps,
                 warmup=args.warmup_steps, max_seconds=args.max_seconds, seed=args.seed, run_root=run_root,
                 run_id=f"{env}-{name}", hp=hyperparameters(env_spec), target=TTT_TARGET,
-                torch_threads=args.torch_threads)
+                torch_threads=args.torch_threads, precision=args.precision, learner_cpus=args.learner_cpus)
     if name.startswith("ours-"):
         _, mode, runners = name.split("-")
         spec.update(kind="ours", runners=int(runners), **{"async": mode == "async"})
@@ -119,7 +122,7 @@ def wall_sps(r: dict):
 
 
 def throughput_table(results: dict) -> list[str]:
-    best_name = max((n for n in results if n in OURS and wall_sps(results[n])),
+    best_name = max((n for n in results if n.startswith("ours-") and wall_sps(results[n])),
                     key=lambda n: wall_sps(results[n]), default=None)
     best = wall_sps(results[best_name]) if best_name else None
     lines = ["| configuration | steady sps (trainer's windows) | steady sps (wall clock) | env steps | wall s "
@@ -129,7 +132,7 @@ def throughput_table(results: dict) -> list[str]:
         sps = wall_sps(r)
         ratio = f"{best / sps:.2f}x" if best and sps else "-"
         note = f" (error: {r['error'][:60]})" if r.get("error") else ""
-        windows = fmt(r.get("steady_sps")) if name in OURS else "-"
+        windows = fmt(r.get("steady_sps")) if name.startswith("ours-") else "-"
         lines.append(f"| {name}{note} | {windows} | {fmt(sps)} | {fmt(r.get('env_steps_total'))} "
                      f"| {fmt(r.get('wall_s'), '.1f')} | {fmt(r.get('peak_rss_mib'))} | {r.get('peak_processes', '-')} "
                      f"| {ratio} |")
@@ -164,6 +167,10 @@ def parse_args(argv=None):
     p.add_argument("--torch-threads", type=int, default=0,
                    help="torch threads of single-process baselines (PuffeRL, RLlib's driver-side learner); "
                         "0 = torch's default (one per core)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="training matmul precision of this trainer's learner and of PuffeRL (RLlib: float32)")
+    p.add_argument("--learner-cpus", type=float, default=None,
+                   help="this trainer's --learner-num-cpus (default: the trainer's own, 2)")
     p.add_argument("--only", default=None, help="comma-separated configuration names (see above)")
     p.add_argument("--time-to-target", action="store_true", help="also CartPole-v1 time to mean return 475")
     p.add_argument("--json", default=None, help="write every result (and the machine) to this file")
@@ -171,14 +178,14 @@ def parse_args(argv=None):
     p.add_argument("--verbose", action="store_true", help="show each configuration's own output")
     args = p.parse_args(argv)
     batch = args.num_envs * args.rollout_steps
-    if args.num_envs % 2 or args.num_envs % args.minibatches or batch % args.minibatches:
-        p.error("--num-envs must be even (2 runners) and divisible by --minibatches")
+    if args.num_envs % 4 or args.num_envs % args.minibatches or batch % args.minibatches:
+        p.error("--num-envs must be divisible by 4 (up to 4 runners) and divisible by --minibatches")
     if args.warmup_steps >= args.steps:
         p.error("--warmup-steps must be smaller than --steps")
-    known = set(CONFIGS) | set(TTT)
+    known = set(CONFIGS) | set(SCALING) | set(TTT)
     args.only = [s.strip() for s in args.only.split(",")] if args.only else None
     if args.only and set(args.only) - known:
-        p.error(f"unknown --only names {sorted(set(args.only) - known)}; known: {', '.join(CONFIGS + TTT)}")
+        p.error(f"unknown --only names {sorted(set(args.only) - known)}; known: {', '.join(CONFIGS + SCALING + TTT)}")
     return args
 
 
@@ -186,6 +193,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     envs = ["prospector", "cartpole"] if args.env == "both" else [args.env]
     names = [n for n in CONFIGS if not args.only or n in args.only]
+    names += [n for n in SCALING if args.only and n in args.only]
     ttt_names = [n for n in TTT if (args.time_to_target and not args.only) or (args.only and n in args.only)]
     run_root = args.run_root or tempfile.mkdtemp(prefix="bench_throughput_")
     logs = os.path.join(run_root, "logs")

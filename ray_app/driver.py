@@ -191,13 +191,17 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
     learns = cfg.trainer_backend == "puffer_ppo"
     device = cluster_device(cfg.learner_device) if learns else "none"
     check_capacity(cfg, device, autoscaling=state.joined_cluster)
-    pool = RunnerPool(cfg, state.runner_incarnations)
-    state.runner_incarnations = pool.incarnations
-    learner = None
+    # the learner's process starts (imports torch) while the runners build their envs
+    learner = (RemoteLearner.options(**learner_options(cfg, device)).remote(cfg.to_dict(), device, state.learner_restarts)
+               if learns else None)
+    pool = None
     try:
-        if learns:
-            learner = RemoteLearner.options(**learner_options(cfg, device)).remote(
-                cfg.to_dict(), pool.obs_space, pool.act_space, device, state.learner_restarts)
+        pool = RunnerPool(cfg, state.runner_incarnations)
+        state.runner_incarnations = pool.incarnations
+        spec = None
+        if learner is not None:
+            learner.build.remote(pool.obs_space, pool.act_space)
+            spec = _learner_ready(learner, cfg)
         meta.update(runner_nodes=sorted(set(pool.node_ids())), learner_device=device,
                     learner_node=ray.get(learner.node_id.remote()) if learner else None)
         if resume:
@@ -215,22 +219,22 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
             meta = metadata_resumed(meta, state.window_id, checkpoint_path, windows=kept_rows)
             meta["resumes"][-1]["exact_env_state"] = exact
         store.write_metadata(meta)
-        return _loop(cfg, store, meta, state, sink, pool, learner, device)
+        return _loop(cfg, store, meta, state, sink, pool, learner, spec)
     finally:
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
         if learner is not None:
             ray.kill(learner)
 
 
-def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
+def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
     agg = WindowAggregator(cfg.run_id, cfg.window_env_steps, start_window_id=state.window_id + 1,
                            start_env_steps=state.env_steps)
-    spec = _learner_ready(learner, cfg) if learner else None
     weights = learner.get_weights.remote() if learner else None
     version = 0
     restarts_before = meta.get("runner_restarts", 0)
     print(f"run {cfg.run_id}: {cfg.env} | {cfg.ppo_num_workers} runners x {cfg.envs_per_worker} envs | "
-          f"backend {cfg.trainer_backend} | learner {device} | {store.run_dir}", flush=True)
+          f"backend {cfg.trainer_backend} | learner {meta.get('learner_device')} | {store.run_dir}", flush=True)
 
     def checkpoint(meta):
         learner_state = _call_learner(learner.state_dict.remote()) if learner else None
@@ -268,6 +272,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
         round_start = time.time()
         # sample: every runner's rollout of this round
         outs = pool.gather(in_flight, give_up=lambda: bool(state.stop_signals))
+        sampled = time.time()
         steps = sum(summary["env_steps"] for _, summary in outs)
         more = state.env_steps + steps < cfg.total_env_steps and not state.stop_signals
         # overlapped mode: the next round starts now, with the weights the learner is about to replace
@@ -279,13 +284,15 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
             losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap)
             losses = _call_learner(losses_ref)
             version += 1
+        learned = time.time()
         # account
         summaries = [summary for _, summary in outs]
         episodes = [ep for s in summaries for ep in s["episodes"]]
         state.env_steps += steps
         state.episodes += len(episodes)
         rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses,
-                             time.time() - round_start, extra=_extra_metrics(lag, losses))
+                             time.time() - round_start,
+                             extra=_extra_metrics(lag, losses, sampled - round_start, learned - sampled))
         # write
         for row in rows:
             meta = write_window(meta, row)
@@ -318,11 +325,12 @@ def _loop(cfg, store, meta, state, sink, pool, learner, device) -> dict:
     return metadata_finished(meta, status)
 
 
-def _extra_metrics(lag, losses) -> dict | None:
-    """Per-round scalars beyond the contract's losses, averaged per window."""
+def _extra_metrics(lag, losses, wait_sample_s: float, wait_learn_s: float) -> dict | None:
+    """Per-round scalars beyond the contract's losses, averaged per window: the policy lag, and
+    where the driver's round went (waiting for the rollouts, then for the update)."""
     if lag is None:
         return None
-    extra = {"policy_lag": lag}
+    extra = {"policy_lag": lag, "round_wait_sample_s": wait_sample_s, "round_wait_learn_s": wait_learn_s}
     if "distill_loss" in losses:
         extra["distill_loss"] = losses["distill_loss"]
     return extra

@@ -11,13 +11,21 @@ from training.learner import PPOLearner
 
 
 class Learner:
-    def __init__(self, cfg_dict: dict, obs_space, act_space, device: str, incarnation: int = 0):
+    """Created before the runners know the env's spaces, so that its process starts (and imports
+    torch) while they build their envs; ``build`` then makes the policy and optimizer. Calls from
+    the driver run in the order sent, so everything sent after ``build`` sees them."""
+
+    def __init__(self, cfg_dict: dict, device: str, incarnation: int = 0):
         self.threads = set_torch_threads()
-        cfg = TrainConfig.from_dict(cfg_dict)
-        self.core = PPOLearner(cfg, obs_space, act_space, device=device)
-        self.faults = parse_faults(cfg.fault_inject)
+        self.cfg = TrainConfig.from_dict(cfg_dict)
+        self.device = device
+        self.core: PPOLearner | None = None
+        self.faults = parse_faults(self.cfg.fault_inject)
         self.incarnation = incarnation
         self.calls = 0
+
+    def build(self, obs_space, act_space) -> None:
+        self.core = PPOLearner(self.cfg, obs_space, act_space, device=self.device)
 
     def policy_spec(self) -> dict:
         return self.core.policy_spec

@@ -55,3 +55,33 @@ def test_state_dict_round_trip_gives_identical_updates():
     ma = a.learn([batch])
     mb = b.learn([batch])
     assert ma == mb
+
+
+def test_bfloat16_update_tracks_float32_and_keeps_float32_state():
+    """bfloat16 autocast changes the matmuls' rounding only: the first update's losses (computed
+    before any weight moves) match float32 closely, weights and Adam state stay float32."""
+    _, env, a, behaviour = setup()
+    batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    _, _, b, _ = setup()
+    b.amp_dtype = torch.bfloat16
+    ma, mb = a.learn([batch]), b.learn([batch])
+    for key in ("policy_loss", "value_loss", "entropy"):
+        assert np.isclose(ma[key], mb[key], rtol=0.05, atol=0.02), (key, ma[key], mb[key])
+    moved = False
+    for k, v in b.weights().items():
+        assert v.dtype == np.float32, k
+        assert np.allclose(v, a.weights()[k], atol=0.02), k  # same direction of travel
+        moved |= not np.array_equal(v, a.weights()[k])
+    assert moved, "bfloat16 rounding must have changed something, or autocast was not on"
+    assert all(s["exp_avg"].dtype == torch.float32 for s in b.optimizer.state.values())
+
+
+def test_precision_choice(monkeypatch):
+    import training.learner as learner_mod
+
+    assert learner_mod.resolve_precision("float32", "cpu") is None
+    assert learner_mod.resolve_precision("bfloat16", "cpu") is torch.bfloat16
+    monkeypatch.setattr(learner_mod, "native_bfloat16", lambda device: False)
+    assert learner_mod.resolve_precision("auto", "cpu") is None
+    monkeypatch.setattr(learner_mod, "native_bfloat16", lambda device: True)
+    assert learner_mod.resolve_precision("auto", "cpu") is torch.bfloat16

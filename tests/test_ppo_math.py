@@ -360,3 +360,20 @@ def test_ppo_update_is_deterministic():
     w3, _ = run_update(1)
     assert torch.equal(w1, w2) and s1 == s2
     assert not torch.equal(w1, w3)  # the minibatch order does matter
+
+
+def test_forward_float32_under_bfloat16_autocast():
+    from training.ppo import forward_float32
+
+    torch.manual_seed(0)
+    for space in (gymnasium.spaces.Discrete(5), gymnasium.spaces.Box(-1, 1, (3,), np.float32)):
+        policy = build_policy(gymnasium.spaces.Box(-1, 1, (8,), np.float32), space, hidden=(32, 32))
+        obs = torch.randn(16, 8)
+        ref_params, ref_value = forward_float32(policy, obs, None)
+        params, value = forward_float32(policy, obs, torch.bfloat16)
+        ref_params = ref_params if isinstance(ref_params, tuple) else (ref_params,)
+        params = params if isinstance(params, tuple) else (params,)
+        for p, r in zip((*params, value), (*ref_params, ref_value)):
+            assert p.dtype == torch.float32
+            assert torch.allclose(p, r, atol=0.05), (p - r).abs().max()
+        assert not torch.equal(value, ref_value)  # the matmuls really ran in bfloat16

@@ -66,6 +66,9 @@ class TrainConfig:
     # ray
     address: str | None = None
     learner_device: str = "auto"
+    # bfloat16 autocast in the PPO update halves its time where the hardware has it natively
+    # (docs/BENCHMARKS.md); auto = bfloat16 there, float32 elsewhere.
+    learner_precision: str = "float32"
     runner_num_cpus: float = 1.0
     # Sync mode alternates: the runners wait while the learner trains, so the learner gets two
     # cores' worth of threads (measured: 9.8k -> 13-14k sps on the 2-core VM, docs/BENCHMARKS.md).
@@ -138,6 +141,8 @@ ENV_PRESETS: dict[str, dict] = {
         kickstart_teacher="cautious_scanner",
         kickstart_coef=10.0,
         kickstart_steps=1_500_000,
+        # bfloat16 where native (AMX / AVX512-BF16 / recent CUDA): the update takes ~0.6-0.7x the time
+        learner_precision="auto",
         # whole windows of whole rounds (16 rounds of 256 x 64): the final policy is checkpointed
         total_env_steps=2_097_152,
         window_env_steps=262_144,
@@ -163,6 +168,7 @@ CHOICES = {
     "ppo_vector_backend": ("serial", "multiprocessing"),
     "wandb_mode": ("disabled", "offline", "online"),
     "learner_device": ("auto", "cpu", "cuda"),
+    "learner_precision": ("auto", "float32", "bfloat16"),
     "runner_placement": ("spread", "pack"),
 }
 
@@ -274,6 +280,8 @@ _HELP = {
     "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
     "policy_hidden": "MLP hidden sizes, comma-separated",
     "learner_device": "auto picks CUDA when the cluster has a GPU",
+    "learner_precision": "bfloat16 runs the PPO update's matmuls under autocast (losses and Adam stay float32); "
+                         "auto = bfloat16 where the learner's hardware has it natively",
     "learner_resource": "custom Ray resource the learner must run on (e.g. 'learner')",
 }
 

@@ -172,11 +172,22 @@ def explained_variance(values, returns, weights=None) -> float:
 _BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns", "valid")
 
 
+def forward_float32(policy: nn.Module, obs: torch.Tensor, amp_dtype: torch.dtype | None = None):
+    """policy(obs), optionally under autocast; the outputs come back as float32 so that the
+    log-softmax, the ratios and the losses keep full precision whatever the matmuls used."""
+    if amp_dtype is None:
+        return policy(obs)
+    with torch.autocast(obs.device.type, dtype=amp_dtype):
+        params, value = policy(obs)
+    params = tuple(p.float() for p in params) if isinstance(params, tuple) else params.float()
+    return params, value.float()
+
+
 def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, *,
                update_epochs: int, num_minibatches: int, clip_coef: float, vf_clip_coef: float,
                ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
                target_kl: float | None = None, generator: np.random.Generator,
-               distill_coef: float = 0.0) -> dict[str, float]:
+               distill_coef: float = 0.0, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
     """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
 
     batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
@@ -187,6 +198,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
     max_grad_norm None or <= 0 disables clipping.
     distill_coef > 0 with batch["teacher_actions"] adds kickstarting's distillation term,
     distill_coef * mean(-log pi(teacher action | s)) over valid entries.
+    amp_dtype (torch.bfloat16): the policy's forward and backward run under autocast in that
+    dtype; the losses, the gradients' clipping and Adam stay float32.
     """
     missing = [k for k in _BATCH_KEYS if k not in batch]
     if missing:
@@ -208,7 +221,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
         for idx_np in minibatch_indices(batch_size, num_minibatches, generator):
             idx = torch.from_numpy(idx_np).to(batch["obs"].device)
             # one forward pass serves both the taken actions and (kickstarting) the teacher's
-            dist_params, new_value = policy(batch["obs"][idx])
+            dist_params, new_value = forward_float32(policy, batch["obs"][idx], amp_dtype)
             new_logprob, entropy = policy.logprob_entropy(dist_params, batch["actions"][idx])
             losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
@@ -222,7 +235,7 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(params, clip_norm)
+            grad_norm = nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
             optimizer.step()
 
             for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "distill_loss"):
