@@ -28,10 +28,10 @@ from ray_app.replay_tasks import ReplayTracker
 from ray_app.runner_pool import RunnerKeepsDying, RunnerPool
 from training.config import TrainConfig
 from training.envs.registry import check_env_spec
-from training.run_store import (
-    CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, default_run_id, metadata_after_checkpoint, metadata_after_window,
-    metadata_finished, metadata_resumed, new_metadata,
+from training.run_metadata import (
+    metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
 )
+from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, default_run_id
 from training.sinks import WandbSink
 from training.windowing import WindowAggregator
 

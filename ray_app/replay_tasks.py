@@ -8,7 +8,7 @@ import ray
 
 from ray_app.placement import set_torch_threads
 from training.policy import policy_from_spec, set_weights
-from training.replays import best_window_episode, publish_replay, thresholds_from_config
+from training.replay_index import best_window_episode, publish_replay, thresholds_from_config
 
 
 # num_cpus=0: it runs beside the runners and learner instead of waiting for them to finish.

@@ -13,9 +13,9 @@ import torch
 from training.envs.prospector import ProspectorEnv
 from training.evaluate import evaluate_policy, make_act_fn
 from training.policy import build_policy
-from training.replays import (EVENTS, FRAME_KEYS, PROSPECTOR_RENDER_KEYS, ReplayIndex, eval_seeds,
-                              read_replay, record_best, record_episode, validate_replay, window_replay,
-                              write_replay)
+from training.replay_index import ReplayIndex, window_replay
+from training.replays import (EVENTS, FRAME_KEYS, PROSPECTOR_RENDER_KEYS, eval_seeds, read_replay, record_best,
+                              record_episode, validate_replay, write_replay)
 
 TIME_MAX = 150
 THRESHOLDS = {"profit": "100,500,1000", "return": "10,25,50", "survival": "1.0"}

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from training import run_store as rs
+from training.run_metadata import (
+    metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
+)
 from training.run_store import (
     CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, RunStoreError, atomic_torch_save,
     atomic_write_bytes, atomic_write_json, default_run_id, load_checkpoint,
-    metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed,
-    new_metadata,
 )
 
 
