@@ -79,3 +79,20 @@ def test_worker_node_removed_mid_run(cluster, tmp_path):
     assert [r["env_steps_start"] for r in rows] == [2048 * i for i in range(6)]
     assert meta["env_steps_total"] == 12288
     assert meta["runner_restarts"] >= 1, "the runner on the removed node was replaced"
+
+
+def test_unplaceable_learner_fails_clearly(cluster, tmp_path):
+    """Enough CPUs in the cluster (6 or 8, whether or not a worker was removed, >= 1 runner + 5),
+    but no single node with 5 CPUs and the learner resource: the run must fail within
+    --wait-for-resources-s, naming the flag, not hang."""
+    from ray_app.driver import train
+
+    c, _ = cluster
+    started = time.time()
+    with pytest.raises(RuntimeError, match="learner could not be placed within 5s.*--learner-num-cpus"):
+        train(make_cfg(tmp_path, c.address, "unplaceable", total_env_steps=2048, ppo_num_workers=1,
+                       learner_num_cpus=5.0, wait_for_resources_s=5.0))
+    assert time.time() - started < 90
+    meta = json.loads((tmp_path / "unplaceable" / "run_metadata.json").read_text())
+    assert meta["status"] == "failed" and "could not be placed" in meta["error"]
+    assert not ray.is_initialized()
