@@ -76,23 +76,22 @@ def _kill_leftovers(seen: dict[int, float], own_pid: int) -> int:
     """Terminate processes that descended from our child and outlived it (e.g. a Ray worker after a
     crash). Only processes seen in our child's tree are touched, each by its id."""
     left = {pid: c for pid, c in seen.items() if pid != own_pid and _still_ours(pid, c)}
-    for pid, created in left.items():
+    _signal_ours(left, "terminate")
+    if left:
+        time.sleep(1.0)
+        _signal_ours(left, "kill")
+    return len(left)
+
+
+def _signal_ours(procs: dict[int, float], method: str) -> None:
+    """psutil's terminate/kill on each (pid, create time) that is still the process we saw."""
+    for pid, created in procs.items():
         p = _still_ours(pid, created)
         if p is not None:
             try:
-                p.terminate()
+                getattr(p, method)()
             except psutil.Error:
                 pass
-    if left:
-        time.sleep(1.0)
-        for pid, created in left.items():
-            p = _still_ours(pid, created)
-            if p is not None:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-    return len(left)
 
 
 def run_child(spec: dict, timeout_s: float, log_path: str | None = None, echo: bool = False) -> dict:

@@ -1,6 +1,6 @@
-"""Where the time of one PPO update goes: PPOLearner.learn on one prospector batch, split by phase.
+"""Where the time of one PPO update goes: PPOLearner.learn on one batch (prospector by default), split by phase.
 
-    .venv/bin/python bench/profile_update.py                     # 256 envs x 64 steps, 4 mb, 4 epochs
+    .venv/bin/python bench/profile_update.py                     # the prospector preset: 256 envs x 64 steps, 4 mb, 4 epochs
     .venv/bin/python bench/profile_update.py --threads 1,2 --precision float32,bfloat16
     .venv/bin/python bench/profile_update.py --env gym:CartPole-v1 --threads 1 --precision float32
 
@@ -83,20 +83,17 @@ def profile(args, threads: int, precision: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # batch settings left out come from the env's preset (prospector: 256 x 64, 4 minibatches, 4 epochs)
     p.add_argument("--env", default="prospector", help="env spec; batch settings default to its preset")
-    p.add_argument("--num-envs", type=int, default=256)
-    p.add_argument("--rollout-steps", type=int, default=64)
-    p.add_argument("--minibatches", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--num-envs", type=int, default=None)
+    p.add_argument("--rollout-steps", type=int, default=None)
+    p.add_argument("--minibatches", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", default="1,2", help="torch thread counts to try, comma-separated")
     p.add_argument("--precision", default="float32,bfloat16", help="learner precisions to try")
     args = p.parse_args(argv)
     instrument()
-    if args.env != "prospector":  # the batch flags' defaults are the prospector's; use the env's preset
-        for name in ("num_envs", "rollout_steps", "minibatches", "epochs"):
-            if f"--{name.replace('_', '-')}" not in (argv if argv is not None else sys.argv[1:]):
-                setattr(args, name, None)
     runs = {}
     for precision in args.precision.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
