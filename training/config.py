@@ -66,7 +66,7 @@ class TrainConfig:
     # ray
     address: str | None = None
     learner_device: str = "auto"
-    # bfloat16 autocast in the PPO update halves its time where the hardware has it natively
+    # bfloat16 autocast in the PPO update takes ~0.5-0.7x the time where the hardware has it natively
     # (docs/BENCHMARKS.md); auto = bfloat16 there, float32 elsewhere.
     learner_precision: str = "float32"
     runner_num_cpus: float = 1.0
@@ -141,7 +141,7 @@ ENV_PRESETS: dict[str, dict] = {
         kickstart_teacher="cautious_scanner",
         kickstart_coef=10.0,
         kickstart_steps=1_500_000,
-        # bfloat16 where native (AMX / AVX512-BF16 / recent CUDA): the update takes ~0.6-0.7x the time
+        # bfloat16 where native (AMX / AVX512-BF16 / recent CUDA): the update takes ~0.5-0.7x the time
         learner_precision="auto",
         # whole windows of whole rounds (16 rounds of 256 x 64): the final policy is checkpointed
         total_env_steps=2_097_152,
