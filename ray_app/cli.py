@@ -14,7 +14,7 @@ USAGE_ERROR = 2
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: reported in one line with exit code 2."""
-    from training.envs.registry import EnvSpecError
+    from training.envs.env_spec import EnvSpecError
     from training.rollout import EnvOutputError
     from training.run_store import CheckpointError, RunStoreError
 

@@ -53,7 +53,7 @@ def add_tool_parsers(subparsers) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from training.envs.registry import EnvSpecError
+    from training.envs.env_spec import EnvSpecError
     from training.plots import PlotError
     from training.run_store import CheckpointError, RunStoreError
 

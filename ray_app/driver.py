@@ -25,13 +25,14 @@ from ray_app.learner import RemoteLearner
 from ray_app.placement import check_capacity, cluster_device, learner_options
 from ray_app.progress import StatusLine
 from ray_app.replay_tasks import ReplayTracker
+from ray_app.runner import fetch_states
 from ray_app.runner_pool import RunnerKeepsDying, RunnerPool
 from training.config import TrainConfig
-from training.envs.registry import check_env_spec
+from training.envs.env_spec import check_env_spec
 from training.run_metadata import (
     metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
 )
-from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, default_run_id
+from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, default_run_id, encode_checkpoint
 from training.sinks import WandbSink
 from training.windowing import WindowAggregator
 
@@ -237,13 +238,16 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
           f"backend {cfg.trainer_backend} | learner {meta.get('learner_device')} | {store.run_dir}", flush=True)
 
     def checkpoint(meta):
-        learner_state = _call_learner(learner.state_dict.remote()) if learner else None
-        ckpt = dict(format_version=CHECKPOINT_FORMAT_VERSION, window_id=state.window_id,
-                    env_steps_total=state.env_steps, episodes_total=state.episodes, config=cfg.to_dict(),
-                    policy_spec=spec, learner=learner_state,
-                    # overlapped mode: a round is in flight, so the runners' state is ahead of the
-                    # accounting; a resume then restarts their envs (exact accounting, not trajectories)
-                    runners=None if overlap else pool.state_dicts())
+        header = dict(format_version=CHECKPOINT_FORMAT_VERSION, window_id=state.window_id,
+                      env_steps_total=state.env_steps, episodes_total=state.episodes, config=cfg.to_dict(),
+                      policy_spec=spec)
+        # overlapped mode: a round is in flight, so the runners' state is ahead of the accounting;
+        # a resume then restarts their envs (exact accounting, not trajectories)
+        runner_refs = None if overlap else pool.state_refs()
+        if learner is not None:  # the learner encodes: runner states go to it by reference
+            ckpt = _call_learner(learner.checkpoint.remote(header, runner_refs))
+        else:  # random backend: no learner process, so torch loads here to encode
+            ckpt = encode_checkpoint({**header, "learner": None, "runners": fetch_states(runner_refs)})
         path = store.save_checkpoint(state.window_id, ckpt)
         state.last_checkpoint_window = state.window_id
         sink.log_checkpoint(str(store.run_dir / path), state.window_id)

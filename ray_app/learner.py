@@ -1,13 +1,14 @@
-"""Learner actor: wraps the Ray-free PPOLearner on CPU or CUDA."""
+"""Learner actor: wraps the Ray-free PPOLearner on CPU or CUDA. It also encodes checkpoints, so
+the driver only writes their bytes (torch loads inside the actor, never in the driver)."""
 
 from __future__ import annotations
 
 import ray
 
 from ray_app.placement import set_torch_threads
+from ray_app.runner import fetch_states
 from training.config import TrainConfig
 from training.faults import maybe_die, parse_faults
-from training.learner import PPOLearner
 
 
 class Learner:
@@ -19,12 +20,14 @@ class Learner:
         self.threads = set_torch_threads()
         self.cfg = TrainConfig.from_dict(cfg_dict)
         self.device = device
-        self.core: PPOLearner | None = None
+        self.core = None  # a training.learner.PPOLearner once built
         self.faults = parse_faults(self.cfg.fault_inject)
         self.incarnation = incarnation
         self.calls = 0
 
     def build(self, obs_space, act_space) -> None:
+        from training.learner import PPOLearner
+
         self.core = PPOLearner(self.cfg, obs_space, act_space, device=self.device)
 
     def policy_spec(self) -> dict:
@@ -44,6 +47,14 @@ class Learner:
 
     def state_dict(self) -> dict:
         return self.core.state_dict()
+
+    def checkpoint(self, header: dict, runner_state_refs: list | None) -> bytes:
+        """The checkpoint file's bytes: ``header`` (window, counters, config) plus this learner's
+        state and the runners' states, fetched here from their references."""
+        from training.run_store import encode_checkpoint
+
+        return encode_checkpoint({**header, "learner": self.core.state_dict(),
+                                  "runners": fetch_states(runner_state_refs)})
 
     def load_state_dict(self, state: dict) -> None:
         self.core.load_state_dict(state)

@@ -11,7 +11,6 @@ import os
 import time
 
 import ray
-import torch
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -22,6 +21,8 @@ def set_torch_threads() -> int:
     """Use exactly the CPUs Ray assigned this actor: two actors on two cores must not each take
     both (the cluster launcher exports OMP_NUM_THREADS=1, which would also be wrong for a learner
     given several CPUs)."""
+    import torch  # here: the driver imports this module and must not load torch
+
     try:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     except Exception:  # not inside a Ray worker (tests calling the class directly)

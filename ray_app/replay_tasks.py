@@ -7,13 +7,14 @@ from __future__ import annotations
 import ray
 
 from ray_app.placement import set_torch_threads
-from training.policy import policy_from_spec, set_weights
 from training.replay_index import best_window_episode, publish_replay, thresholds_from_config
 
 
 # num_cpus=0: it runs beside the runners and learner instead of waiting for them to finish.
 @ray.remote(num_cpus=0)
 def play_window_episodes(cfg_dict: dict, window_id: int, policy_spec: dict | None, weights: dict | None):
+    from training.policy import policy_from_spec, set_weights  # torch: in the task, not the driver
+
     set_torch_threads()
     policy = None
     if policy_spec is not None:

@@ -94,18 +94,10 @@ class RunnerPool:
     def node_ids(self) -> list[str]:
         return ray.get([r.node_id.remote() for r in self.runners])
 
-    def state_dicts(self) -> list[dict] | None:
-        """Every runner's state for a checkpoint, or None if a runner was lost meanwhile (it is
-        replaced; that checkpoint then resumes exact in accounting, not in trajectories)."""
-        refs = [r.state_dict.remote() for r in self.runners]
-        states = []
-        for i, ref in enumerate(refs):
-            try:
-                states.append(ray.get(ref))
-            except RayActorError as e:
-                self._replace(i, e)
-                states.append(None)
-        return None if any(s is None for s in states) else states
+    def state_refs(self) -> list:
+        """References to every runner's state for a checkpoint; whoever encodes the checkpoint
+        fetches them (``fetch_states``), so the states never pass through the driver."""
+        return [r.state_dict.remote() for r in self.runners]
 
     def load_state_dicts(self, states: list[dict]) -> bool:
         """Restore every runner; True when all envs resumed their exact trajectories."""

@@ -120,6 +120,32 @@ def test_ppo_run_writes_the_contract(tmp_path):
 
 
 @pytest.mark.slow
+def test_driver_process_never_loads_torch(tmp_path):
+    """The driver moves references: rollouts, weights and runner states go actor to actor, and the
+    learner encodes the checkpoint, so the driver's process never imports torch or PufferLib (each
+    would cost it ~250 MB and seconds of start-up). Checkpoints still hold every part."""
+    code = (
+        "import sys\n"
+        "from training.config import config_from_args\n"
+        "from ray_app.driver import train\n"
+        f"cfg = config_from_args(dict(env='prospector', total_env_steps=4096, window_env_steps=2048, "
+        f"ppo_num_envs=32, ppo_num_workers=1, ppo_rollout_steps=64, policy_hidden='32,32', "
+        f"eval_replays_per_window=1, run_root={str(tmp_path)!r}, run_id='r', wandb_mode='disabled'))\n"
+        "meta = train(cfg)\n"
+        "print('RESULT', meta['status'], 'torch' in sys.modules, 'pufferlib' in sys.modules)\n"
+    )
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run([PY, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert "RESULT completed False False" in res.stdout, res.stdout + res.stderr
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "ckpt_000001.pt", weights_only=False)
+    assert ckpt["window_id"] == 1 and ckpt["env_steps_total"] == 4096
+    assert ckpt["learner"]["update_index"] == 2
+    assert len(ckpt["runners"]) == 1 and ckpt["runners"][0]["env"] is not None
+    assert len(json.loads((tmp_path / "r" / "replay_index.json").read_text())["entries"]) == 2
+
+
+@pytest.mark.slow
 def test_seed_cli_random_backend_and_env_failure(tmp_path):
     # the first version's entry point and flags, random backend
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from training.evaluate import make_act_fn, single_thread
 from training.run_store import atomic_write_bytes, json_safe
 
 SCHEMA_VERSION = 1
@@ -176,6 +175,7 @@ def record_episode(policy, env_spec: str, seed: int, rules="v2", time_max: int =
     random actions (random backend). -> dict(frames, return_total, steps, profit, survival,
     terminated, truncated, ticks, cut_by_max_steps, seed, env)."""
     from training.envs.registry import make_vecenv
+    from training.evaluate import make_act_fn, single_thread  # torch: only where episodes are played
 
     probe = make_vecenv(env_spec, 1, int(seed), rules=rules, time_max=time_max)
     act = make_act_fn(policy, probe.single_action_space, deterministic, seed)

@@ -156,14 +156,16 @@ class RolloutCollector:
         return dict(
             obs=self.obs.copy(), pending_reset=self.pending_reset.copy(), ep_return=self.ep_return.copy(),
             ep_length=self.ep_length.copy(), numpy_rng=self.rng.bit_generator.state,
-            torch_rng=self.torch_gen.get_state(), env=self.env.get_state() if self.exact_state else None,
+            # as NumPy: whoever fetches this state (the learner, writing a checkpoint) needs no torch
+            torch_rng=self.torch_gen.get_state().numpy(), env=self.env.get_state() if self.exact_state else None,
         )
 
     def load_state_dict(self, state: dict) -> bool:
         """Restore a snapshot. Returns False when the env could not be restored (the env then keeps
         its fresh episodes: the resume is exact in accounting, not in trajectories)."""
         self.rng.bit_generator.state = state["numpy_rng"]
-        self.torch_gen.set_state(state["torch_rng"])
+        rng = state["torch_rng"]  # NumPy; checkpoints written before it was NumPy hold a tensor
+        self.torch_gen.set_state(rng if isinstance(rng, torch.Tensor) else torch.from_numpy(np.array(rng, np.uint8)))
         if state.get("env") is None or not self.exact_state:
             return False
         self.env.set_state(state["env"])

@@ -20,8 +20,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 CHECKPOINT_FORMAT_VERSION = 1
 _CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
 
@@ -96,7 +94,25 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch  # here, not at the top: the driver writes checkpoints as bytes and never loads torch
+
     _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def encode_checkpoint(state: dict, window_id: int | None = None) -> bytes:
+    """A checkpoint's file contents (``torch.save`` format). The learner actor calls this, so the
+    driver, which only writes the bytes, needs no torch."""
+    import torch
+
+    payload = dict(state)
+    version = payload.setdefault("format_version", CHECKPOINT_FORMAT_VERSION)
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"checkpoint format_version {version!r} != {CHECKPOINT_FORMAT_VERSION}")
+    if window_id is not None:
+        payload.setdefault("window_id", int(window_id))
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
 
 
 def default_run_id(now: _dt.datetime | None = None, cwd: str | os.PathLike | None = None) -> str:
@@ -281,18 +297,14 @@ class RunStore:
         return len(entries) - len(kept)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save_checkpoint(self, window_id: int, state: dict) -> str:
+    def save_checkpoint(self, window_id: int, state: dict | bytes) -> str:
         """Write ``checkpoints/ckpt_<window_id:06d>.pt`` atomically; return its run-relative path.
+        ``state`` is the checkpoint dict, or its bytes from ``encode_checkpoint``.
 
         An existing file for the same window (only possible after resuming past an unloadable
         one) is renamed aside, not deleted, so no bytes a person may want to inspect are lost.
         """
-        payload = dict(state)
-        version = payload.setdefault("format_version", CHECKPOINT_FORMAT_VERSION)
-        if version != CHECKPOINT_FORMAT_VERSION:
-            raise ValueError(
-                f"checkpoint format_version {version!r} != {CHECKPOINT_FORMAT_VERSION}")
-        payload.setdefault("window_id", int(window_id))
+        data = state if isinstance(state, bytes) else encode_checkpoint(state, window_id)
         path = self.checkpoint_path(window_id)
         if path.exists():
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -300,7 +312,7 @@ class RunStore:
             os.replace(path, aside)
             warnings.warn(f"{path}: already existed; kept the old file as {aside.name}",
                           stacklevel=2)
-        atomic_torch_save(path, payload)
+        atomic_write_bytes(path, data)
         return self.relative(path)
 
     def list_checkpoints(self) -> list[Path]:
@@ -365,6 +377,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{path}: unreadable ({exc})") from exc
+    import torch
+
     try:
         # weights_only=False: these are the run's own files and they carry numpy RNG states,
         # which the restricted unpickler rejects.

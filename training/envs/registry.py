@@ -16,7 +16,6 @@ reset (that step's transition is a dummy and must not be learned from).
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 
 import gymnasium
@@ -24,9 +23,7 @@ import pufferlib
 import pufferlib.emulation
 import pufferlib.vector
 
-
-class EnvSpecError(ValueError):
-    """An ``--env`` value that cannot be turned into an env."""
+from training.envs.env_spec import EnvSpecError, check_env_spec, resolve_factory  # noqa: F401 (re-exported)
 
 
 def _gym_creator(env_id: str, buf=None, seed=0):
@@ -43,33 +40,6 @@ def _factory_creator(factory, buf=None, seed=0):
     if isinstance(env, gymnasium.Env):
         return pufferlib.emulation.GymnasiumPufferEnv(env=env, buf=buf, seed=seed)
     raise EnvSpecError(f"{factory!r} returned {type(env).__name__}, expected a PufferEnv or a gymnasium.Env")
-
-
-def resolve_factory(spec: str):
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise EnvSpecError(f"--env {spec!r}: cannot import module {module_name!r} ({e})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise EnvSpecError(f"--env {spec!r}: module {module_name!r} has no callable {attr!r}")
-    return factory
-
-
-def check_env_spec(spec: str) -> None:
-    """Fail fast (before any actor starts) on an env string that cannot work."""
-    if spec == "prospector":
-        return
-    if spec.startswith("gym:"):
-        env_id = spec[4:]
-        if env_id not in gymnasium.registry:
-            raise EnvSpecError(f"--env {spec!r}: unknown Gymnasium id {env_id!r}")
-        return
-    if ":" in spec:
-        resolve_factory(spec)
-        return
-    raise EnvSpecError(f"--env {spec!r}: unknown env; use 'prospector', 'gym:<Gymnasium id>' or 'package.module:factory'")
 
 
 def make_vecenv(spec: str, num_envs: int, seed: int, rules: str = "v2", time_max: int = 20000,
