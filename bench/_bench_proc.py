@@ -2,10 +2,11 @@
 
 Every configuration runs in its own Python process (``bench/_bench_child.py``), so no state (Ray,
 torch thread pools, imported modules, allocator arenas) leaks from one measurement into the next.
-While it runs, a thread here samples every 0.2 s the summed resident set size of that process and
-all its descendants (an embedded Ray's gcs_server, raylet and worker processes descend from the
-driver). Shared pages (Ray's object store, shared libraries) count once per process that maps
-them, as RSS does.
+While it runs, a thread here samples every 0.2 s the memory of that process and all its
+descendants (an embedded Ray's gcs_server, raylet and worker processes descend from the driver),
+two ways: summed RSS, where a shared page (Ray's object store, torch's libraries) counts once per
+process that maps it, and summed PSS (proportional set size, /proc/PID/smaps_rollup), where it is
+split among the processes sharing it, so the sum is the physical memory the tree takes.
 """
 
 from __future__ import annotations
@@ -26,20 +27,22 @@ CHILD = os.path.join(ROOT, "bench", "_bench_child.py")
 SAMPLE_S = 0.2
 
 
-def tree_rss(proc: psutil.Process) -> tuple[int, dict[int, float]]:
-    """Summed RSS (bytes) of proc and its live descendants, and {pid: create_time} of them."""
+def tree_memory(proc: psutil.Process) -> tuple[int, int, dict[int, float]]:
+    """Summed RSS and summed PSS (bytes) of proc and its live descendants, and {pid: create_time}."""
     try:
         procs = [proc] + proc.children(recursive=True)
     except psutil.Error:
-        return 0, {}
-    total, pids = 0, {}
+        return 0, 0, {}
+    rss = pss = 0
+    pids = {}
     for p in procs:
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
+            rss, pss = rss + info.rss, pss + info.pss
             pids[p.pid] = p.create_time()
         except psutil.Error:
             pass  # exited between listing and reading
-    return total, pids
+    return rss, pss, pids
 
 
 class MemorySampler(threading.Thread):
@@ -47,15 +50,17 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.proc = psutil.Process(pid)
         self.peak = 0
+        self.peak_pss = 0
         self.peak_procs = 0
         self.seen: dict[int, float] = {}
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            rss, pids = tree_rss(self.proc)
+            rss, pss, pids = tree_memory(self.proc)
             if rss > self.peak:
                 self.peak, self.peak_procs = rss, len(pids)
+            self.peak_pss = max(self.peak_pss, pss)
             self.seen.update(pids)
             self._halt.wait(SAMPLE_S)
 
@@ -96,7 +101,7 @@ def _signal_ours(procs: dict[int, float], method: str) -> None:
 
 def run_child(spec: dict, timeout_s: float, log_path: str | None = None, echo: bool = False) -> dict:
     """Run one configuration; returns the child's result dict plus ``peak_rss_mib``,
-    ``process_wall_s`` and, on failure, ``error``."""
+    ``peak_pss_mib``, ``process_wall_s`` and, on failure, ``error``."""
     with tempfile.TemporaryDirectory(prefix="bench_tp_") as tmp:
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
         with open(spec_path, "w") as f:
@@ -152,6 +157,7 @@ def run_child(spec: dict, timeout_s: float, log_path: str | None = None, echo: b
                 result["error"] += f"; log: {log_path}"
         elif timed_out:
             result.setdefault("notes", []).append(f"hit the {timeout_s:.0f} s process limit")
-        result.update(peak_rss_mib=sampler.peak / 2**20, peak_processes=sampler.peak_procs,
+        result.update(peak_rss_mib=sampler.peak / 2**20, peak_pss_mib=sampler.peak_pss / 2**20,
+                      peak_processes=sampler.peak_procs,
                       process_wall_s=wall, leftover_processes_killed=leftovers)
         return result

@@ -6,7 +6,7 @@
 
 Every configuration trains the same env with the same policy (MLP 256,256), the same batch (envs x
 rollout steps), minibatches and epochs, for ``--steps`` env steps (or ``--max-seconds``), in a fresh
-subprocess; the parent samples the summed RSS of that process tree every 0.2 s. Steady-state sps
+subprocess; the parent samples the summed RSS and PSS of that process tree every 0.2 s. Steady-state sps
 counts decisions summed over envs after the warm-up (``--warmup-steps``; for this trainer: the
 windows after the first, with ``--window-env-steps`` = the warm-up). Configurations (``--only``):
 
@@ -126,15 +126,16 @@ def throughput_table(results: dict) -> list[str]:
                     key=lambda n: wall_sps(results[n]), default=None)
     best = wall_sps(results[best_name]) if best_name else None
     lines = ["| configuration | steady sps (trainer's windows) | steady sps (wall clock) | env steps | wall s "
-             "| peak RSS MiB | procs | best ours / this |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| peak RSS MiB | peak PSS MiB | procs | best ours / this |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         sps = wall_sps(r)
         ratio = f"{best / sps:.2f}x" if best and sps else "-"
         note = f" (error: {r['error'][:60]})" if r.get("error") else ""
         windows = fmt(r.get("steady_sps")) if name.startswith("ours-") else "-"
         lines.append(f"| {name}{note} | {windows} | {fmt(sps)} | {fmt(r.get('env_steps_total'))} "
-                     f"| {fmt(r.get('wall_s'), '.1f')} | {fmt(r.get('peak_rss_mib'))} | {r.get('peak_processes', '-')} "
+                     f"| {fmt(r.get('wall_s'), '.1f')} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('peak_pss_mib'))} "
+                     f"| {r.get('peak_processes', '-')} "
                      f"| {ratio} |")
     if best_name:
         lines.append(f"\nthis trainer's best: {best_name} ({best:,.0f} sps on the wall clock); the ratio is that "
@@ -143,12 +144,13 @@ def throughput_table(results: dict) -> list[str]:
 
 
 def ttt_table(results: dict) -> list[str]:
-    lines = ["| trainer | reached 475 | env steps | wall s | best mean return | peak RSS MiB | settings |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| trainer | reached 475 | env steps | wall s | best mean return | peak RSS MiB | peak PSS MiB | settings |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for name, r in results.items():
         reached = "error: " + r["error"][:60] if r.get("error") else ("yes" if r.get("reached") else "not reached")
         lines.append(f"| {name} | {reached} | {fmt(r.get('ttt_env_steps'))} | {fmt(r.get('ttt_wall_s'), '.1f')} "
-                     f"| {fmt(r.get('best_return'), '.1f')} | {fmt(r.get('peak_rss_mib'))} | {r.get('settings', '')} |")
+                     f"| {fmt(r.get('best_return'), '.1f')} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('peak_pss_mib'))} "
+                     f"| {r.get('settings', '')} |")
     return lines
 
 
@@ -219,7 +221,7 @@ def main(argv=None) -> int:
                 results[name] = r
                 print(r["error"] if r.get("error") else
                       f"{fmt(wall_sps(r))} sps, {fmt(r.get('wall_s'), '.1f')} s, "
-                      f"{fmt(r.get('peak_rss_mib'))} MiB", flush=True)
+                      f"{fmt(r.get('peak_rss_mib'))} MiB RSS, {fmt(r.get('peak_pss_mib'))} MiB PSS", flush=True)
             print(f"\n## {env}: steady-state throughput\n")
             print("\n".join(throughput_table(results)) + "\n", flush=True)
         if ttt_names:

@@ -18,6 +18,9 @@ class Learner:
 
     def __init__(self, cfg_dict: dict, device: str, incarnation: int = 0):
         self.threads = set_torch_threads()
+        # torch.optim's constructors import torch._dynamo on first use (1.5-3 s here); doing it now
+        # overlaps that with the runners' start-up instead of delaying ``build`` and the first update.
+        import torch._dynamo  # noqa: F401
         self.cfg = TrainConfig.from_dict(cfg_dict)
         self.device = device
         self.core = None  # a training.learner.PPOLearner once built

@@ -23,10 +23,9 @@ def set_torch_threads() -> int:
     given several CPUs)."""
     import torch  # here: the driver imports this module and must not load torch
 
-    try:
+    cpus = 1.0  # not inside a Ray worker (tests calling the class directly)
+    if ray.is_initialized():  # get_runtime_context() would otherwise start a Ray instance
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    except Exception:  # not inside a Ray worker (tests calling the class directly)
-        cpus = 1.0
     threads = max(1, int(cpus))
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -85,3 +85,20 @@ def test_precision_choice(monkeypatch):
     assert learner_mod.resolve_precision("auto", "cpu") is None
     monkeypatch.setattr(learner_mod, "native_bfloat16", lambda device: True)
     assert learner_mod.resolve_precision("auto", "cpu") is torch.bfloat16
+
+
+def test_torch_threads_outside_ray_do_not_start_ray():
+    """Actor classes used directly (tests, notebooks) get one thread and must not start a Ray
+    instance: ray.get_runtime_context() would, as a side effect."""
+    import ray
+    import torch
+
+    from ray_app.placement import set_torch_threads
+
+    assert not ray.is_initialized()
+    before = torch.get_num_threads()
+    try:
+        assert set_torch_threads() == 1 and torch.get_num_threads() == 1
+        assert not ray.is_initialized()
+    finally:
+        torch.set_num_threads(before)
