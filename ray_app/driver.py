@@ -85,6 +85,11 @@ def _start_ray(cfg: TrainConfig) -> bool:
         ray.init(address=address)
         return True
     need = cfg.ppo_num_workers * cfg.runner_num_cpus + cfg.learner_num_cpus
+    # The actors share the cores (in overlapped mode a runner samples while a multi-threaded learner
+    # trains): OpenMP threads that spin-wait between ops take those cores from the other actors.
+    # Passive waiting: +30% sps in overlapped mode on 2 cores (docs/BENCHMARKS.md). The workers
+    # inherit this from the local Ray started below; cluster nodes get it from infra/Dockerfile.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # address="local": without it ray.init() joins whatever /tmp/ray/ray_current_cluster names
     # (another user's `ray start`, or a stale file left by a killed head) instead of embedding.
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False)
