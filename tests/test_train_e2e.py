@@ -123,7 +123,7 @@ def test_ppo_run_writes_the_contract(tmp_path):
 def test_driver_process_never_loads_torch(tmp_path):
     """The driver moves references: rollouts, weights and runner states go actor to actor, and the
     learner encodes the checkpoint, so the driver's process never imports torch or PufferLib (each
-    would cost it ~250 MB and seconds of start-up). Checkpoints still hold every part."""
+    would cost it ~220 MB and seconds of start-up). Checkpoints still hold every part."""
     code = (
         "import sys\n"
         "from training.config import config_from_args\n"
