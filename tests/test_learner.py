@@ -33,6 +33,20 @@ def test_off_policy_update_equals_on_policy_when_weights_match():
         assert np.allclose(v, b.weights()[k], atol=1e-6)
 
 
+def test_off_policy_update_ignores_the_runners_values():
+    """Overlapped mode: runners skip the critic (values arrive as zeros) because the learner
+    re-evaluates every value with its current weights; the update must not depend on them."""
+    _, env, a, behaviour = setup()
+    batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    zeroed = {**batch, "values": np.zeros_like(batch["values"])}
+    _, _, b, _ = setup()
+    ma, mb = a.learn([batch], off_policy=True), b.learn([zeroed], off_policy=True)
+    for key in ("policy_loss", "value_loss", "approx_kl", "explained_variance"):
+        assert ma[key] == mb[key], key
+    for k, v in a.weights().items():
+        np.testing.assert_array_equal(v, b.weights()[k])
+
+
 def test_off_policy_correction_differs_for_stale_data():
     _, env, learner, behaviour = setup()
     stale, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()

@@ -123,6 +123,16 @@ def test_sampling_is_reproducible_with_generator(kind):
 
 
 @pytest.mark.parametrize("kind", list(SPACES))
+def test_act_without_value_skips_only_the_critic(kind):
+    policy = make(kind)
+    with torch.no_grad():
+        a1, lp1, v1 = policy.act(obs_batch(), generator=torch.Generator().manual_seed(5))
+        a2, lp2, v2 = policy.act(obs_batch(), generator=torch.Generator().manual_seed(5), with_value=False)
+    assert torch.equal(a1, a2) and torch.equal(lp1, lp2)
+    assert torch.equal(v2, torch.zeros(B)) and not torch.equal(v1, v2)
+
+
+@pytest.mark.parametrize("kind", list(SPACES))
 def test_spec_and_weights_round_trip(kind):
     policy = make(kind, seed=0)
     text = json.dumps(policy.spec, allow_nan=False)  # strict JSON, no Infinity

@@ -14,7 +14,7 @@ class ConstantValuePolicy(torch.nn.Module):
     def forward(self, obs):
         return None, 10.0 * obs[:, 0]
 
-    def act(self, obs, deterministic=False, generator=None):
+    def act(self, obs, deterministic=False, generator=None, with_value=True):
         n = obs.shape[0]
         return torch.ones(n, dtype=torch.int64), torch.zeros(n), 10.0 * obs[:, 0]
 
@@ -98,3 +98,24 @@ def test_collect_and_learn_for_each_action_space(spec, act_shape, dtype):
     metrics = learner.learn([batch])
     assert np.isfinite(metrics["policy_loss"]) and metrics["num_minibatch_updates"] == cfg.ppo_update_epochs * 2
     assert any(not np.array_equal(before[k], v) for k, v in learner.weights().items())
+
+
+def test_overlapped_mode_runner_skips_the_critic_only_where_values_are_unused():
+    """step_values=False (overlapped mode: the learner re-evaluates values) leaves actions,
+    log-probs and bootstrap values as they were and only zeroes the per-step values; an emulated
+    env, whose bootstrap uses the next step's value, keeps computing them."""
+    from training.policy import build_policy
+
+    def collect(spec, step_values):
+        env = make_vecenv(spec, 8, seed=3)
+        torch.manual_seed(0)
+        policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+        batch, _ = RolloutCollector(env, 24, seed=3, policy=policy, step_values=step_values).collect()
+        return batch
+
+    full, lean = collect("prospector", True), collect("prospector", False)
+    for key in ("obs", "actions", "logprobs", "rewards", "bootstrap_values", "last_values"):
+        np.testing.assert_array_equal(full[key], lean[key], err_msg=key)
+    assert np.all(lean["values"] == 0) and np.any(full["values"] != 0)
+    gym = collect("gym:CartPole-v1", False)
+    assert np.any(gym["values"] != 0)

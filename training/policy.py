@@ -189,11 +189,17 @@ class Policy(nn.Module):
             return mean
         return mean + torch.exp(log_std) * _normal(tuple(mean.shape), generator, mean.device)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None):
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None, with_value: bool = True):
         """-> (action, logprob (B,), value (B,)). Discrete: int64 (B,); MultiDiscrete: int64 (B, k);
         Box: float32 (B, d), unsquashed (the env wrapper clips). ``generator`` may be a
-        torch.Generator (CPU), an np.random.Generator, or None for the global torch RNG."""
-        params, value = self.forward(obs)
+        torch.Generator (CPU), an np.random.Generator, or None for the global torch RNG.
+        ``with_value=False`` skips the critic (half the work) and returns zeros as values."""
+        if with_value:
+            params, value = self.forward(obs)
+        else:
+            out = self.actor(self._flat(obs))
+            params = (out, self.actor_logstd.expand_as(out)) if self.kind == "box" else out
+            value = torch.zeros(obs.shape[0], device=obs.device)
         action = self._sample(params, deterministic, generator)
         logprob, _ = self.logprob_entropy(params, action)
         return action, logprob, value

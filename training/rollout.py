@@ -36,7 +36,8 @@ def random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class RolloutCollector:
-    def __init__(self, vecenv, rollout_steps: int, seed: int, policy=None, env_name: str = "env", teacher=None):
+    def __init__(self, vecenv, rollout_steps: int, seed: int, policy=None, env_name: str = "env", teacher=None,
+                 step_values: bool = True):
         self.env = vecenv
         self.env_name = env_name
         self.num_envs = vecenv.num_agents
@@ -48,6 +49,11 @@ class RolloutCollector:
         self.obs_space = vecenv.single_observation_space
         self.act_space = vecenv.single_action_space
         self.native_reset = bool(getattr(vecenv, "autoreset_same_step", True))
+        # Per-step values are only for the learner's GAE. In overlapped mode the learner re-evaluates
+        # every value with its current weights (V-trace), so runners may skip the critic, except where
+        # a step's value stands in for a bootstrap (emulated envs, or no final_observations).
+        self.step_values = step_values or not (
+            self.native_reset and getattr(vecenv, "final_observations", None) is not None)
         self._act_shape = () if isinstance(self.act_space, spaces.Discrete) else tuple(self.act_space.shape)
         obs, _ = vecenv.reset(seed=seed)
         self._check_obs(obs, where="reset")
@@ -69,7 +75,8 @@ class RolloutCollector:
             zeros = np.zeros(self.num_envs, dtype=np.float32)
             return actions, actions, zeros, zeros
         with torch.no_grad():
-            action, logprob, value = self.policy.act(torch.as_tensor(obs, dtype=torch.float32), generator=self.torch_gen)
+            action, logprob, value = self.policy.act(torch.as_tensor(obs, dtype=torch.float32), generator=self.torch_gen,
+                                                     with_value=self.step_values)
         action = action.numpy().reshape(self.num_envs, *self._act_shape)
         env_action = action
         if isinstance(self.act_space, spaces.Box):
