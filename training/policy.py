@@ -149,14 +149,14 @@ class Policy(nn.Module):
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
         return obs.reshape(obs.shape[0], -1).to(torch.float32)
 
+    def _dist_params(self, x: torch.Tensor):
+        out = self.actor(x)
+        return (out, self.actor_logstd.expand_as(out)) if self.kind == "box" else out
+
     def forward(self, obs: torch.Tensor):
         """obs (B, *obs_shape) of any dtype -> (dist_params, value (B,))."""
         x = self._flat(obs)
-        value = self.critic(x).squeeze(-1)
-        out = self.actor(x)
-        if self.kind == "box":
-            return (out, self.actor_logstd.expand_as(out)), value
-        return out, value
+        return self._dist_params(x), self.critic(x).squeeze(-1)
 
     def logprob_entropy(self, params, action: torch.Tensor):
         if self.kind == "discrete":
@@ -197,9 +197,7 @@ class Policy(nn.Module):
         if with_value:
             params, value = self.forward(obs)
         else:
-            out = self.actor(self._flat(obs))
-            params = (out, self.actor_logstd.expand_as(out)) if self.kind == "box" else out
-            value = torch.zeros(obs.shape[0], device=obs.device)
+            params, value = self._dist_params(self._flat(obs)), torch.zeros(obs.shape[0], device=obs.device)
         action = self._sample(params, deterministic, generator)
         logprob, _ = self.logprob_entropy(params, action)
         return action, logprob, value
