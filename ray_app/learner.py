@@ -48,9 +48,6 @@ class Learner:
         metrics = self.core.learn(list(rollouts), off_policy=off_policy)
         return metrics, self.core.weights()
 
-    def state_dict(self) -> dict:
-        return self.core.state_dict()
-
     def checkpoint(self, header: dict, runner_state_refs: list | None) -> bytes:
         """The checkpoint file's bytes: ``header`` (window, counters, config) plus this learner's
         state and the runners' states, fetched here from their references."""

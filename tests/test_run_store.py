@@ -12,8 +12,7 @@ from training.run_metadata import (
     metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
 )
 from training.run_store import (
-    CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, RunStoreError, atomic_torch_save,
-    atomic_write_bytes, atomic_write_json, default_run_id, load_checkpoint,
+    CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, RunStoreError, atomic_write_bytes, atomic_write_json, default_run_id, load_checkpoint,
 )
 
 
@@ -57,13 +56,13 @@ def test_failed_replace_keeps_old_content_and_removes_temp(tmp_path, monkeypatch
 
 
 def test_failed_torch_save_keeps_old_checkpoint(tmp_path):
-    target = tmp_path / "ckpt.pt"
-    atomic_torch_save(target, {"format_version": 1, "w": torch.ones(2)})
+    store = RunStore.create(tmp_path, "r")
+    target = store.run_dir / store.save_checkpoint(0, {"format_version": 1, "w": torch.ones(2)})
     before = target.read_bytes()
     with pytest.raises(Exception):
-        atomic_torch_save(target, {"fn": lambda: 0})  # lambdas cannot be pickled
+        store.save_checkpoint(0, {"fn": lambda: 0})  # lambdas cannot be pickled
     assert target.read_bytes() == before
-    assert os.listdir(tmp_path) == ["ckpt.pt"]
+    assert os.listdir(target.parent) == ["ckpt_000000.pt"]
 
 
 # -- create / open / config / metadata --------------------------------------------------------

@@ -93,12 +93,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
-    import torch  # here, not at the top: the driver writes checkpoints as bytes and never loads torch
-
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def encode_checkpoint(state: dict, window_id: int | None = None) -> bytes:
     """A checkpoint's file contents (``torch.save`` format). The learner actor calls this, so the
     driver, which only writes the bytes, needs no torch."""
