@@ -109,7 +109,9 @@ def _progress_line(row: dict, cfg: TrainConfig) -> str:
         f"return_mean {num('return_mean', '.2f')}",
         f"episodes {row['episodes_completed']}",
     ]
-    if row.get("policy_loss") is not None:
+    if row.get("teacher_played"):  # kickstarting warm-up: these returns are the teacher's, not the policy's
+        parts[3] += f" (teacher played {100 * row['teacher_played']:.0f}%)"
+    if row.get("value_loss") is not None:
         parts.append(f"pg {num('policy_loss', '.4f')} v {num('value_loss', '.4f')} ent {num('entropy', '.3f')} "
                      f"kl {num('approx_kl', '.4f')}")
     return " | ".join(parts)
@@ -273,8 +275,10 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
     status_line = StatusLine(cfg.total_env_steps)
     replays = ReplayTracker(cfg, store.run_dir, cfg.run_id)
     overlap = cfg.async_rollouts and learner is not None
-    def teach():  # kickstarting: the teacher's actions are needed until its weight has decayed to 0
-        return bool(cfg.kickstart_teacher) and state.env_steps < cfg.kickstart_steps
+    def teach():  # kickstarting: the teacher plays during the warm-up, then labels until its weight is 0
+        if not cfg.kickstart_teacher or state.env_steps >= cfg.kickstart_steps:
+            return False
+        return "drive" if state.env_steps < cfg.kickstart_warmup_steps else True
 
     in_flight = pool.submit(weights, version, spec, teach()) if state.env_steps < cfg.total_env_steps else None
     while in_flight is not None:
@@ -340,8 +344,9 @@ def _extra_metrics(lag, losses, wait_sample_s: float, wait_learn_s: float) -> di
     if lag is None:
         return None
     extra = {"policy_lag": lag, "round_wait_sample_s": wait_sample_s, "round_wait_learn_s": wait_learn_s}
-    if "distill_loss" in losses:
-        extra["distill_loss"] = losses["distill_loss"]
+    for key in ("distill_loss", "teacher_played"):
+        if key in losses:
+            extra[key] = losses[key]
     return extra
 
 

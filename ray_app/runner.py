@@ -56,7 +56,7 @@ class EnvRunner:
         return ray.get_runtime_context().get_node_id()
 
     @ray.method(num_returns=2)
-    def collect(self, weights: dict | None, version: int, policy_spec: dict | None, teach: bool = False):
+    def collect(self, weights: dict | None, version: int, policy_spec: dict | None, teach: bool | str = False):
         """One rollout with weights ``version``. Returns (arrays for the learner, small summary for
         the driver); the random backend sends no arrays at all."""
         self.calls += 1

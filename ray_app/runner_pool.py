@@ -64,7 +64,7 @@ class RunnerPool:
         self.incarnations[index] += 1
         self.runners[index] = self._start(index)
 
-    def submit(self, weights, version: int, policy_spec: dict | None, teach: bool = False) -> dict:
+    def submit(self, weights, version: int, policy_spec: dict | None, teach: bool | str = False) -> dict:
         """Start one rollout on every runner; returns the in-flight round for ``gather``."""
         args = (weights, version, policy_spec, teach)
         calls = {i: r.collect.remote(*args) for i, r in enumerate(self.runners)}

@@ -86,3 +86,12 @@ def test_kickstart_teacher_from_preset_can_be_switched_off():
     assert e.value.flag == "--kickstart-teacher"
     with pytest.raises(ConfigError):
         parse("--env", "gym:Acrobot-v1", "--kickstart-teacher", "greedy_miner")
+
+
+def test_kickstart_warmup_needs_a_teacher_and_ends_before_its_weight_does():
+    assert parse("--env", "prospector", "--kickstart-warmup-steps", "100000").kickstart_warmup_steps == 100_000
+    for bad in (["--kickstart-teacher", "none", "--kickstart-warmup-steps", "1000"],
+                ["--kickstart-warmup-steps", "1500000"], ["--kickstart-warmup-steps", "-5"]):
+        with pytest.raises(ConfigError) as e:
+            parse("--env", "prospector", *bad)
+        assert e.value.flag == "--kickstart-warmup-steps", bad

@@ -116,3 +116,24 @@ def test_torch_threads_outside_ray_do_not_start_ray():
         assert not ray.is_initialized()
     finally:
         torch.set_num_threads(before)
+
+
+def test_teacher_driven_batch_trains_by_cloning_only():
+    """A batch the teacher played has no policy-gradient term and no V-trace (the actions are not
+    any policy version's): with the distillation weight at 0 only the critic moves, and overlapped
+    mode changes nothing."""
+
+    cfg, env, a, behaviour = setup()
+    batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    batch["driven"] = True
+    _, _, b, _ = setup()
+    actor_before = {k: v for k, v in a.weights().items() if k.startswith("actor")}
+    metrics = a.learn([batch], off_policy=False)
+    b.learn([batch], off_policy=True)
+    assert metrics["policy_loss"] is None and metrics["approx_kl"] is None  # not the acting policy's ratios
+    assert np.isfinite(metrics["value_loss"])
+    for k, v in a.weights().items():
+        np.testing.assert_array_equal(v, b.weights()[k], err_msg=k)
+        if k.startswith("actor"):  # CartPole has no teacher: distill weight 0, pg term off
+            np.testing.assert_array_equal(v, actor_before[k], err_msg=k)
+    assert any(not np.array_equal(v, setup()[2].weights()[k]) for k, v in a.weights().items() if k.startswith("critic"))

@@ -119,3 +119,26 @@ def test_overlapped_mode_runner_skips_the_critic_only_where_values_are_unused():
     assert np.all(lean["values"] == 0) and np.any(full["values"] != 0)
     gym = collect("gym:CartPole-v1", False)
     assert np.any(gym["values"] != 0)
+
+
+def test_teacher_driven_rollout_plays_the_teachers_actions():
+    """teach="drive" (the kickstarting warm-up): the teacher plays, its actions are the recorded
+    ones, and the trajectory is the teacher's own: the same as letting the bot play the env."""
+    from training.envs.bots import BOTS
+    from training.policy import build_policy
+
+    teacher = BOTS["cautious_scanner"]
+    env = make_vecenv("prospector", 8, seed=5)
+    torch.manual_seed(0)
+    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+    batch, _ = RolloutCollector(env, 40, seed=5, policy=policy, teacher=teacher).collect(teach="drive")
+    assert batch["driven"] is True
+    np.testing.assert_array_equal(batch["actions"], batch["teacher_actions"])
+    bot_env = make_vecenv("prospector", 8, seed=5)
+    obs, _ = bot_env.reset(seed=5)
+    for t in range(40):
+        np.testing.assert_array_equal(batch["obs"][t], obs, err_msg=f"step {t}")
+        obs, *_ = bot_env.step(teacher(obs))
+    labelled, _ = RolloutCollector(make_vecenv("prospector", 8, seed=5), 40, seed=5, policy=policy,
+                                   teacher=teacher).collect(teach=True)
+    assert "driven" not in labelled and not np.array_equal(labelled["actions"], labelled["teacher_actions"])

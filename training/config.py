@@ -59,10 +59,12 @@ class TrainConfig:
     ppo_norm_adv: bool = True
     ppo_reward_scale: float = 1.0
     policy_hidden: str = "256,256"
+    policy_arch: str = "mlp"
     async_rollouts: bool = False
     kickstart_teacher: str | None = None
     kickstart_coef: float = 1.0
     kickstart_steps: int = 0
+    kickstart_warmup_steps: int = 0
     # ray
     address: str | None = None
     learner_device: str = "auto"
@@ -170,6 +172,7 @@ CHOICES = {
     "learner_device": ("auto", "cpu", "cuda"),
     "learner_precision": ("auto", "float32", "bfloat16"),
     "runner_placement": ("spread", "pack"),
+    "policy_arch": ("mlp", "prospector"),
 }
 
 
@@ -243,6 +246,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval_max_steps_per_episode is not None and cfg.eval_max_steps_per_episode <= 0:
         raise ConfigError("--eval-max-steps-per-episode", "must be a positive integer")
     parse_int_list(cfg.policy_hidden, "--policy-hidden")
+    if cfg.policy_arch == "prospector" and cfg.env != "prospector":
+        raise ConfigError("--policy-arch", "the prospector actor reads the prospector's observation layout; "
+                                           "use --policy-arch mlp for other envs")
     if cfg.kickstart_teacher is not None:
         if cfg.env != "prospector":
             raise ConfigError("--kickstart-teacher", "teachers are the prospector's scripted bots; use --env prospector")
@@ -252,6 +258,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError("--kickstart-teacher", f"unknown bot {cfg.kickstart_teacher!r}; one of {', '.join(BOTS)}")
         if cfg.kickstart_steps <= 0 or cfg.kickstart_coef <= 0:
             raise ConfigError("--kickstart-steps", "kickstarting needs --kickstart-steps > 0 and --kickstart-coef > 0")
+    if cfg.kickstart_warmup_steps:
+        if cfg.kickstart_teacher is None:
+            raise ConfigError("--kickstart-warmup-steps", "the warm-up needs a teacher (--kickstart-teacher)")
+        if not 0 < cfg.kickstart_warmup_steps < cfg.kickstart_steps:
+            raise ConfigError("--kickstart-warmup-steps", f"must be > 0 and below --kickstart-steps "
+                                                          f"({cfg.kickstart_steps}), where the teacher's weight reaches 0; "
+                                                          f"got {cfg.kickstart_warmup_steps}")
     if cfg.max_runner_restarts_per_window < 0 or cfg.max_learner_restarts < 0:
         raise ConfigError("--max-runner-restarts-per-window", "restart limits must be >= 0")
     try:
@@ -277,8 +290,12 @@ _HELP = {
     "kickstart_teacher": "kickstarting: a scripted bot (prospector) whose actions the policy is also trained to "
                          "match; 'none' switches a preset's teacher off",
     "kickstart_steps": "env steps over which the kickstarting coefficient decays linearly to 0",
+    "kickstart_warmup_steps": "the first env steps are played by the teacher, and the policy learns by cloning "
+                              "it (no policy gradient); its windows' returns are the teacher's",
     "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
     "policy_hidden": "MLP hidden sizes, comma-separated",
+    "policy_arch": "mlp: actor and critic MLPs; prospector: an actor that scores the 16 asteroid slots with one "
+                   "shared encoder and masks actions that cannot act (training/prospector_net.py)",
     "learner_device": "auto picks CUDA when the cluster has a GPU",
     "learner_precision": "bfloat16 runs the PPO update's matmuls under autocast (losses and Adam stay float32); "
                          "auto = bfloat16 where the learner's hardware has it natively",

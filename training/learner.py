@@ -26,6 +26,7 @@ def join_rollouts(rollouts: list[dict]) -> dict:
     joined["last_values"] = np.concatenate([r["last_values"] for r in rollouts], axis=0)
     if all("teacher_actions" in r for r in rollouts):
         joined["teacher_actions"] = np.concatenate([r["teacher_actions"] for r in rollouts], axis=1)
+    joined["driven"] = all(r.get("driven", False) for r in rollouts)
     return joined
 
 
@@ -50,6 +51,15 @@ def resolve_precision(requested: str, device: str) -> torch.dtype | None:
     return None
 
 
+def policy_encoder(cfg: TrainConfig) -> dict | None:
+    """The env-specific actor --policy-arch asks for (None: the MLP)."""
+    if cfg.policy_arch == "prospector":
+        from training.prospector_net import encoder_spec
+
+        return encoder_spec(cfg.env_rules)
+    return None
+
+
 class PPOLearner:
     def __init__(self, cfg: TrainConfig, obs_space=None, act_space=None, policy_spec: dict | None = None,
                  device: str = "cpu"):
@@ -59,7 +69,7 @@ class PPOLearner:
         if policy_spec is not None:
             self.policy = policy_from_spec(policy_spec)
         else:
-            self.policy = build_policy(obs_space, act_space, hidden=cfg.hidden_sizes)
+            self.policy = build_policy(obs_space, act_space, hidden=cfg.hidden_sizes, encoder=policy_encoder(cfg))
         self.policy.to(self.device)
         # fused: one kernel for all parameters; the per-tensor loop cost 5x more on a 64,64 MLP
         # (bench/profile_update.py --env gym:CartPole-v1)
@@ -92,6 +102,10 @@ class PPOLearner:
         mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy."""
         cfg = self.cfg
         b = join_rollouts(rollouts)
+        # warm-up rounds the teacher played: clone it (no policy-gradient term: these are not the
+        # policy's actions) and fit the critic to its returns, on-policy for the teacher
+        driven = b["driven"]
+        off_policy = off_policy and not driven
         b["rewards"] = b["rewards"] * np.float32(cfg.ppo_reward_scale)
         T, N = b["rewards"].shape
 
@@ -131,9 +145,12 @@ class PPOLearner:
             clip_coef=cfg.ppo_clip_coef, vf_clip_coef=cfg.ppo_vf_clip_coef, ent_coef=cfg.ppo_ent_coef,
             vf_coef=cfg.ppo_vf_coef, max_grad_norm=cfg.ppo_max_grad_norm, norm_adv=cfg.ppo_norm_adv,
             generator=self.generator, distill_coef=distill_coef, amp_dtype=self.amp_dtype,
+            pg_coef=0.0 if driven else 1.0,
         )
         self.update_index += 1
         metrics["learning_rate"] = lr
+        if cfg.kickstart_warmup_steps:
+            metrics["teacher_played"] = float(driven)  # a window's mean: the share of its rounds
         return metrics
 
     # ---------------------------------------------------------------- checkpoint state

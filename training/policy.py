@@ -58,19 +58,25 @@ def _action_spec(act_space) -> dict:
     raise TypeError(f"unsupported action space {act_space!r}: expected Discrete, MultiDiscrete or Box")
 
 
-def make_spec(obs_space, act_space, hidden=(256, 256), activation: str = "tanh") -> dict:
-    """The architecture spec build_policy would use, without building the network."""
+def make_spec(obs_space, act_space, hidden=(256, 256), activation: str = "tanh", encoder: dict | None = None) -> dict:
+    """The architecture spec build_policy would use, without building the network.
+    ``encoder`` (optional) replaces the actor MLP with an env-specific actor, e.g.
+    ``training.prospector_net.encoder_spec(rules)``; the critic stays an MLP."""
     if not isinstance(obs_space, gymnasium.spaces.Box):
         raise TypeError(f"unsupported observation space {obs_space!r}: expected Box")
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    return {
+    spec = {
         "version": SPEC_VERSION,
         "obs_shape": [int(s) for s in obs_space.shape],
         "action": _action_spec(act_space),
         "hidden": [int(h) for h in hidden],
         "activation": activation,
     }
+    if encoder is not None:
+        spec["encoder"] = encoder
+        _build_actor(spec, 0)  # checks the spaces now, not when a runner builds it
+    return spec
 
 
 def _layer(in_dim: int, out_dim: int, std: float) -> nn.Linear:
@@ -87,6 +93,19 @@ def _mlp(in_dim: int, hidden: list[int], out_dim: int, head_std: float, activati
         in_dim = h
     layers.append(_layer(in_dim, out_dim, head_std))
     return nn.Sequential(*layers)
+
+
+def _build_actor(spec: dict, out_dim: int) -> nn.Module:
+    encoder = spec.get("encoder")
+    if encoder is None:
+        obs_dim = int(np.prod(spec["obs_shape"], dtype=np.int64))
+        return _mlp(obs_dim, list(spec["hidden"]), out_dim, 0.01, spec["activation"])
+    if encoder.get("kind") != "prospector":
+        raise ValueError(f"unknown policy encoder {encoder.get('kind')!r}")
+    from training import prospector_net  # only prospector policies need it
+
+    prospector_net.check_spaces(spec["obs_shape"], spec["action"])
+    return prospector_net.ProspectorActor(encoder, list(spec["hidden"]), _ACTIVATIONS[spec["activation"]])
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:
@@ -143,7 +162,7 @@ class Policy(nn.Module):
             self.actor_logstd = nn.Parameter(torch.zeros(1, self.act_dim))
         else:
             raise ValueError(f"unknown action kind {self.kind!r}")
-        self.actor = _mlp(obs_dim, hidden, out_dim, 0.01, activation)
+        self.actor = _build_actor(spec, out_dim)
         self.critic = _mlp(obs_dim, hidden, 1, 1.0, activation)
 
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
@@ -209,8 +228,8 @@ class Policy(nn.Module):
         return logprob, entropy, value
 
 
-def build_policy(obs_space, act_space, hidden=(256, 256), activation: str = "tanh") -> Policy:
-    return Policy(make_spec(obs_space, act_space, hidden, activation))
+def build_policy(obs_space, act_space, hidden=(256, 256), activation: str = "tanh", encoder: dict | None = None) -> Policy:
+    return Policy(make_spec(obs_space, act_space, hidden, activation, encoder))
 
 
 def policy_from_spec(spec: dict) -> Policy:

@@ -187,7 +187,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
                update_epochs: int, num_minibatches: int, clip_coef: float, vf_clip_coef: float,
                ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
                target_kl: float | None = None, generator: np.random.Generator,
-               distill_coef: float = 0.0, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+               distill_coef: float = 0.0, amp_dtype: torch.dtype | None = None,
+               pg_coef: float = 1.0) -> dict[str, float]:
     """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
 
     batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
@@ -198,6 +199,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
     max_grad_norm None or <= 0 disables clipping.
     distill_coef > 0 with batch["teacher_actions"] adds kickstarting's distillation term,
     distill_coef * mean(-log pi(teacher action | s)) over valid entries.
+    pg_coef 0 drops the clipped policy-gradient term (the kickstarting warm-up, where the batch's
+    actions are the teacher's, not the policy's); policy_loss, approx_kl and clipfrac are then None.
     amp_dtype (torch.bfloat16): the policy's forward and backward run under autocast in that
     dtype; the losses, the gradients' clipping and Adam stay float32.
     """
@@ -226,10 +229,11 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
             losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
                                 weights[idx], clip_coef, vf_clip_coef, norm_adv)
-            loss = losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
+            loss = pg_coef * losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
             if distill:
                 teacher_logprob, _ = policy.logprob_entropy(dist_params, batch["teacher_actions"][idx])
-                w = weights[idx]
+                # a teacher action the policy masks out (logit -1e9) cannot be learned: skip it
+                w = weights[idx] * (teacher_logprob > -1e6)
                 losses["distill_loss"] = -(teacher_logprob * w).sum() / w.sum().clamp(min=1.0)
                 loss = loss + distill_coef * losses["distill_loss"]
 
@@ -250,6 +254,8 @@ def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict,
     stats = {k: v / max(updates, 1) for k, v in sums.items()}
     if not distill:
         del stats["distill_loss"]
+    if pg_coef == 0:  # the batch's log-probs are not the acting policy's: ratio statistics mean nothing
+        stats.update(policy_loss=None, approx_kl=None, clipfrac=None)
     stats["explained_variance"] = explained_variance(batch["values"], batch["returns"], weights)
     stats["num_minibatch_updates"] = updates
     return stats

@@ -91,9 +91,11 @@ class RolloutCollector:
         return value.numpy().astype(np.float32).reshape(-1)
 
     # ---------------------------------------------------------------- collect
-    def collect(self, teach: bool = False) -> tuple[dict, list[dict]]:
+    def collect(self, teach: bool | str = False) -> tuple[dict, list[dict]]:
         """Returns (batch of (T, N, ...) arrays, finished episodes' metrics). With ``teach``, the
-        teacher's actions on the same observations come back as ``teacher_actions``."""
+        teacher's actions on the same observations come back as ``teacher_actions``; with
+        ``teach="drive"`` the teacher also plays them (they are the recorded ``actions``, and the
+        batch is marked ``driven``): the kickstarting warm-up clones the teacher on its own states."""
         T, N = self.rollout_steps, self.num_envs
         obs_buf = np.empty((T, N, *self.obs_space.shape), dtype=self.obs.dtype)
         act_shape = self._act_shape
@@ -106,16 +108,19 @@ class RolloutCollector:
         truncations = np.empty((T, N), dtype=bool)
         valid = np.empty((T, N), dtype=bool)
         final_values = np.zeros((T, N), dtype=np.float32)
-        teach = teach and self.teacher is not None
+        drive = teach == "drive" and self.teacher is not None
+        teach = bool(teach) and self.teacher is not None
         teacher_actions = np.empty((T, N, *act_shape), dtype=act_dtype) if teach else None
         episodes: list[dict] = []
 
         for t in range(T):
             obs_buf[t] = self.obs
             action, env_action, logprobs[t], values[t] = self._act(self.obs)
-            actions[t] = action
             if teach:
                 teacher_actions[t] = self.teacher(self.obs)
+            if drive:
+                action = env_action = teacher_actions[t]
+            actions[t] = action
             valid[t] = ~self.pending_reset
             obs, rew, term, trunc, infos = self.env.step(env_action)
             self._check_obs(obs, where=f"step {t}")
@@ -151,6 +156,8 @@ class RolloutCollector:
         )
         if teach:
             batch["teacher_actions"] = teacher_actions
+        if drive:
+            batch["driven"] = True
         return batch, episodes
 
     # ---------------------------------------------------------------- exact resume

@@ -1,0 +1,129 @@
+"""The prospector actor (training/prospector_net.py): its action mask against the env's own
+validity rules, the masked distribution, and the spec that rebuilds it."""
+
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from training.config import ConfigError, config_from_args
+from training.envs.prospector import ProspectorEnv
+from training.envs.prospector_consts import (
+    A_CASH_OUT, A_FUEL_L, A_JETTISON0, A_SELECT0, A_SELL0, A_WIDE, N_ACTIONS,
+)
+from training.policy import build_policy, get_weights, policy_from_spec, set_weights
+from training.ppo import ppo_update
+from training.prospector_net import MASKED_LOGIT, action_mask, encoder_spec
+
+
+def _visited_states(rules="v2", n=256, steps=300, seed=0):
+    """(obs, action, env said invalid) for uniformly random actions over every action id, on steps
+    that did not end an episode (the auto-reset clears the env's invalid flag)."""
+    env = ProspectorEnv(num_envs=n, seed=seed, rules=rules)
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        a = rng.integers(0, N_ACTIONS, n)
+        before = obs.copy()
+        obs, _, term, trunc, _ = env.step(a)
+        live = ~(term | trunc)
+        out.append((before[live], a[live], env.sim.last_invalid[live]))
+    return [np.concatenate(x) for x in zip(*out)]
+
+
+@pytest.mark.parametrize("rules", ["v1", "v2"])
+def test_mask_allows_only_valid_actions_and_blocks_every_invalid_one(rules):
+    obs, a, invalid = _visited_states(rules)
+    allowed = action_mask(torch.from_numpy(obs), encoder_spec(rules)).numpy()[np.arange(len(a)), a]
+    assert invalid.sum() > 1000 and allowed.sum() > 1000  # both sides are exercised
+    # every action the policy may take is valid by the rules...
+    assert not (allowed & invalid).any(), np.unique(a[allowed & invalid])
+    # ...and what it may not take is invalid, or a no-op: selling/jettisoning an empty commodity,
+    # a wide scan at the station
+    blocked_valid = ~allowed & ~invalid
+    noop = ((a >= A_SELL0) & (a < A_SELL0 + 18)) | ((a >= A_JETTISON0) & (a < A_JETTISON0 + 6)) | (a == A_WIDE)
+    assert not (blocked_valid & ~noop).any(), np.unique(a[blocked_valid & ~noop])
+    c = np.where(a >= A_SELL0, (a - A_SELL0) // 3, a - A_JETTISON0)
+    assert (obs[blocked_valid & (a != A_WIDE), 8 + c[blocked_valid & (a != A_WIDE)]] == 0).all()
+
+
+def test_mask_by_hand_at_the_station_and_in_the_field():
+    env = ProspectorEnv(num_envs=1, seed=3)
+    obs, _ = env.reset(seed=3)
+    m = action_mask(torch.from_numpy(obs), encoder_spec("v2"))[0].numpy()
+    assert obs[0, 17] == 1.0  # episodes start at the station
+    assert m[A_CASH_OUT] and not m[A_SELECT0:A_SELECT0 + 16].any() and not m[28:31].any()
+    assert m[A_FUEL_L] == (obs[0, 7] >= np.log1p(210.01) / np.log1p(1e7))
+    assert not m[A_SELL0:A_SELL0 + 18].any()  # empty hold
+    field = obs.copy()
+    field[0, 17] = 0.0
+    m = action_mask(torch.from_numpy(field), encoder_spec("v2"))[0].numpy()
+    assert not m[A_CASH_OUT] and not m[A_FUEL_L] and m[A_WIDE]
+    assert action_mask(torch.from_numpy(field), encoder_spec("v1"))[0, A_CASH_OUT]  # v1 cashes out anywhere
+
+
+def _policy():
+    env = ProspectorEnv(num_envs=1)
+    torch.manual_seed(0)
+    return build_policy(env.single_observation_space, env.single_action_space, hidden=(32, 32),
+                        encoder=encoder_spec("v2", slot_dim=8))
+
+
+def test_masked_actions_have_zero_probability_and_are_never_sampled():
+    policy = _policy()
+    obs, a, _ = _visited_states(n=64, steps=20)
+    x = torch.from_numpy(obs)
+    mask = action_mask(x, policy.spec["encoder"])
+    logits, _ = policy(x)
+    assert (logits[~mask] == MASKED_LOGIT).all() and (logits[mask] > MASKED_LOGIT / 2).all()
+    action, logprob, _ = policy.act(x, generator=torch.Generator().manual_seed(0))
+    assert mask[torch.arange(len(x)), action].all() and torch.isfinite(logprob).all()
+    _, entropy, _ = policy.evaluate(x, action)
+    assert torch.isfinite(entropy).all()
+    assert torch.allclose(entropy, torch.log(mask.sum(-1).float()), atol=0.05)  # near-uniform over allowed
+
+
+def test_spec_is_json_and_rebuilds_the_same_actor():
+    policy = _policy()
+    spec = json.loads(json.dumps(policy.spec))
+    assert spec["encoder"]["kind"] == "prospector"
+    clone = policy_from_spec(spec)
+    set_weights(clone, get_weights(policy))
+    obs, _, _ = _visited_states(n=16, steps=5)
+    x = torch.from_numpy(obs)
+    assert torch.equal(policy(x)[0], clone(x)[0])
+
+
+def test_actor_needs_the_prospector_spaces():
+    with pytest.raises(ValueError, match="prospector's spaces"):
+        build_policy(gymnasium.spaces.Box(-1, 1, (4,)), gymnasium.spaces.Discrete(2), encoder=encoder_spec("v2"))
+
+
+def test_policy_arch_is_checked_against_the_env():
+    assert config_from_args({"env": "prospector"}).policy_arch == "mlp"  # opt-in: docs/BENCHMARKS.md
+    assert config_from_args({"env": "gym:CartPole-v1"}).policy_arch == "mlp"
+    with pytest.raises(ConfigError, match="--policy-arch"):
+        config_from_args({"env": "gym:CartPole-v1", "policy_arch": "prospector"})
+
+
+def test_distillation_skips_teacher_actions_the_mask_rules_out():
+    policy = _policy()
+    obs, a, _ = _visited_states(n=32, steps=8)
+    x = torch.from_numpy(obs)
+    mask = action_mask(x, policy.spec["encoder"])
+    teacher = torch.where(mask[:, A_CASH_OUT], A_CASH_OUT, A_FUEL_L)  # often masked in the field
+    assert (~mask[torch.arange(len(x)), teacher]).any()
+    action, logprob, value = policy.act(x, generator=torch.Generator().manual_seed(0))
+    n = len(x)
+    batch = {"obs": x, "actions": action, "logprobs": logprob, "values": value,
+             "advantages": torch.zeros(n), "returns": torch.zeros(n), "valid": torch.ones(n, dtype=torch.bool),
+             "teacher_actions": teacher}
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    stats = ppo_update(policy, opt, batch, update_epochs=1, num_minibatches=1, clip_coef=0.2, vf_clip_coef=0.0,
+                       ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, distill_coef=1.0,
+                       generator=np.random.default_rng(0))
+    # near-uniform start: -log(1/allowed) <= log(69) over the reachable teacher actions only
+    assert np.isfinite(stats["distill_loss"]) and 0 < stats["distill_loss"] < np.log(N_ACTIONS)
