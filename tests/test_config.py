@@ -91,7 +91,7 @@ def test_kickstart_teacher_from_preset_can_be_switched_off():
 def test_kickstart_warmup_needs_a_teacher_and_ends_before_its_weight_does():
     assert parse("--env", "prospector", "--kickstart-warmup-steps", "100000").kickstart_warmup_steps == 100_000
     for bad in (["--kickstart-teacher", "none", "--kickstart-warmup-steps", "1000"],
-                ["--kickstart-warmup-steps", "1500000"], ["--kickstart-warmup-steps", "-5"]):
+                ["--kickstart-warmup-steps", "4000000"], ["--kickstart-warmup-steps", "-5"]):
         with pytest.raises(ConfigError) as e:
             parse("--env", "prospector", *bad)
         assert e.value.flag == "--kickstart-warmup-steps", bad
