@@ -75,37 +75,45 @@ def make_spec(obs_space, act_space, hidden=(256, 256), activation: str = "tanh",
     }
     if encoder is not None:
         spec["encoder"] = encoder
-        _build_actor(spec, 0)  # checks the spaces now, not when a runner builds it
+        _encoder_module(spec)  # checks the spaces now, not when a runner builds the policy
     return spec
 
 
-def _layer(in_dim: int, out_dim: int, std: float) -> nn.Linear:
-    layer = nn.Linear(in_dim, out_dim)
+def orthogonal_linear(in_dim: int, out_dim: int, std: float, bias: bool = True) -> nn.Linear:
+    """A linear layer with CleanRL's init: orthogonal weights of gain ``std``, zero bias."""
+    layer = nn.Linear(in_dim, out_dim, bias=bias)
     nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, 0.0)
+    if bias:
+        nn.init.constant_(layer.bias, 0.0)
     return layer
 
 
 def _mlp(in_dim: int, hidden: list[int], out_dim: int, head_std: float, activation: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for h in hidden:
-        layers += [_layer(in_dim, h, math.sqrt(2.0)), _ACTIVATIONS[activation]()]
+        layers += [orthogonal_linear(in_dim, h, math.sqrt(2.0)), _ACTIVATIONS[activation]()]
         in_dim = h
-    layers.append(_layer(in_dim, out_dim, head_std))
+    layers.append(orthogonal_linear(in_dim, out_dim, head_std))
     return nn.Sequential(*layers)
 
 
-def _build_actor(spec: dict, out_dim: int) -> nn.Module:
-    encoder = spec.get("encoder")
-    if encoder is None:
-        obs_dim = int(np.prod(spec["obs_shape"], dtype=np.int64))
-        return _mlp(obs_dim, list(spec["hidden"]), out_dim, 0.01, spec["activation"])
-    if encoder.get("kind") != "prospector":
-        raise ValueError(f"unknown policy encoder {encoder.get('kind')!r}")
+def _encoder_module(spec: dict):
+    """The module defining the spec's env-specific actor, after checking it fits the spec's spaces."""
+    kind = spec["encoder"].get("kind")
+    if kind != "prospector":
+        raise ValueError(f"unknown policy encoder {kind!r}")
     from training import prospector_net  # only prospector policies need it
 
     prospector_net.check_spaces(spec["obs_shape"], spec["action"])
-    return prospector_net.ProspectorActor(encoder, list(spec["hidden"]), _ACTIVATIONS[spec["activation"]])
+    return prospector_net
+
+
+def _build_actor(spec: dict, out_dim: int) -> nn.Module:
+    if spec.get("encoder") is None:
+        obs_dim = int(np.prod(spec["obs_shape"], dtype=np.int64))
+        return _mlp(obs_dim, list(spec["hidden"]), out_dim, 0.01, spec["activation"])
+    return _encoder_module(spec).ProspectorActor(spec["encoder"], list(spec["hidden"]),
+                                                  _ACTIVATIONS[spec["activation"]])
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:

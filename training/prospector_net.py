@@ -32,6 +32,7 @@ from training.envs.prospector_consts import (
     A_WIDE, AST_FIELDS, CREDITS_CAP, MAX_ASTEROIDS, MAX_NEIGHBORS, N_ACTIONS, NB_FIELDS, OBS_AST0,
     OBS_DIM, OBS_NB0, OBS_PRICE0, get_rules,
 )
+from training.policy import orthogonal_linear
 
 MASKED_LOGIT = -1e9  # exp() underflows to exactly 0 in float32; finite, so 0 * logit stays 0
 _N_COMMODITIES = 6
@@ -95,14 +96,6 @@ def action_mask(obs: torch.Tensor, encoder: dict) -> torch.Tensor:
     return m
 
 
-def _linear(in_dim: int, out_dim: int, std: float, bias: bool = True) -> nn.Linear:
-    layer = nn.Linear(in_dim, out_dim, bias=bias)
-    nn.init.orthogonal_(layer.weight, std)
-    if bias:
-        nn.init.constant_(layer.bias, 0.0)
-    return layer
-
-
 class ProspectorActor(nn.Module):
     """obs (B, 260) -> masked logits (B, 69)."""
 
@@ -111,20 +104,21 @@ class ProspectorActor(nn.Module):
         self.encoder = encoder
         e = int(encoder["slot_dim"])
         g2 = math.sqrt(2.0)
-        self.slot = nn.Sequential(_linear(_SLOT_IN, e, g2), activation(), _linear(e, e, g2), activation())
-        self.attend = _linear(e, 1, 1.0)
+        self.slot = nn.Sequential(orthogonal_linear(_SLOT_IN, e, g2), activation(),
+                                  orthogonal_linear(e, e, g2), activation())
+        self.attend = orthogonal_linear(e, 1, 1.0)
         layers: list[nn.Module] = []
         in_dim = OBS_DIM + 2 * e
         for h in hidden:
-            layers += [_linear(in_dim, h, g2), activation()]
+            layers += [orthogonal_linear(in_dim, h, g2), activation()]
             in_dim = h
         self.trunk = nn.Sequential(*layers)
-        self.head = _linear(in_dim, N_ACTIONS, 0.01)
+        self.head = orthogonal_linear(in_dim, N_ACTIONS, 0.01)
         # score(slot, state) = w . act(A z + B h): the state's half is computed once, not per slot
-        self.score_slot = _linear(e, e, g2)
-        self.score_state = _linear(in_dim, e, g2, bias=False)
+        self.score_slot = orthogonal_linear(e, e, g2)
+        self.score_state = orthogonal_linear(in_dim, e, g2, bias=False)
         self.score_act = activation()
-        self.score_out = _linear(e, 1, 0.01)
+        self.score_out = orthogonal_linear(e, 1, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
