@@ -125,6 +125,8 @@ def test_teacher_driven_batch_trains_by_cloning_only():
 
     cfg, env, a, behaviour = setup()
     batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    # the teacher's actions, not the ones the recorded log-probs belong to (V-trace ratios != 1)
+    batch["actions"] = 1 - batch["actions"]
     batch["driven"] = True
     _, _, b, _ = setup()
     actor_before = {k: v for k, v in a.weights().items() if k.startswith("actor")}

@@ -24,3 +24,17 @@ def test_status_line_shows_steps_rate_eta_and_return():
     assert " 10 sps" in line and "ETA 1m" in line
     s.clear()
     assert out.getvalue().endswith("\r")
+
+
+def test_window_line_marks_teacher_played_windows_and_keeps_losses_without_ratio_stats():
+    from ray_app.driver import _progress_line
+    from training.config import TrainConfig
+
+    cfg = TrainConfig(total_env_steps=4000)
+    row = {"window_id": 0, "env_steps_total": 2000, "sps": 100.0, "return_mean": 40.0, "episodes_completed": 3,
+           "policy_loss": None, "value_loss": 0.25, "entropy": 1.5, "approx_kl": None, "teacher_played": 0.5}
+    line = _progress_line(row, cfg)
+    assert "return_mean 40.00 (teacher played 50%)" in line
+    assert "pg - v 0.2500 ent 1.500 kl -" in line
+    played_none = _progress_line({**row, "teacher_played": 0.0, "policy_loss": 0.1, "approx_kl": 0.01}, cfg)
+    assert "teacher" not in played_none and "pg 0.1000" in played_none
