@@ -18,9 +18,6 @@ class Learner:
 
     def __init__(self, cfg_dict: dict, device: str, incarnation: int = 0):
         self.threads = set_torch_threads()
-        # torch.optim's constructors import torch._dynamo on first use (1.5-3 s here); doing it now
-        # overlaps that with the runners' start-up instead of delaying ``build`` and the first update.
-        import torch._dynamo  # noqa: F401
         self.cfg = TrainConfig.from_dict(cfg_dict)
         self.device = device
         self.core = None  # a training.learner.PPOLearner once built
@@ -48,8 +45,8 @@ class Learner:
         metrics = self.core.learn(list(rollouts), off_policy=off_policy)
         return metrics, self.core.weights()
 
-    def checkpoint(self, header: dict, runner_state_refs: list | None) -> bytes:
-        """The checkpoint file's bytes: ``header`` (window, counters, config) plus this learner's
+    def checkpoint(self, header: dict, runner_state_refs: list | None):
+        """The checkpoint file's bytes (a uint8 array, ``encode_checkpoint``): ``header`` (window, counters, config) plus this learner's
         state and the runners' states, fetched here from their references."""
         from training.run_store import encode_checkpoint
 

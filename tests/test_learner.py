@@ -87,7 +87,7 @@ def test_bfloat16_update_tracks_float32_and_keeps_float32_state():
         assert np.allclose(v, a.weights()[k], atol=0.02), k  # same direction of travel
         moved |= not np.array_equal(v, a.weights()[k])
     assert moved, "bfloat16 rounding must have changed something, or autocast was not on"
-    assert all(s["exp_avg"].dtype == torch.float32 for s in b.optimizer.state.values())
+    assert all(s["exp_avg"].dtype == torch.float32 for s in b.optimizer.state_dict()["state"].values())
 
 
 def test_precision_choice(monkeypatch):

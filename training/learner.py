@@ -7,11 +7,10 @@ PPO epochs. ``state_dict``/``load_state_dict`` carry everything an exact resume 
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 
+from training.adam import Adam
 from training.config import TrainConfig
 from training.policy import build_policy, get_weights, policy_from_spec
 from training.ppo import compute_gae, compute_vtrace, linear_lr, ppo_update
@@ -71,9 +70,10 @@ class PPOLearner:
         else:
             self.policy = build_policy(obs_space, act_space, hidden=cfg.hidden_sizes, encoder=policy_encoder(cfg))
         self.policy.to(self.device)
-        # fused: one kernel for all parameters; the per-tensor loop cost 5x more on a 64,64 MLP
-        # (bench/profile_update.py --env gym:CartPole-v1)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.ppo_learning_rate, eps=1e-5, fused=True)
+        # torch's fused Adam kernel: one pass for all parameters (the per-tensor loop cost 5x more on
+        # a 64,64 MLP, bench/profile_update.py --env gym:CartPole-v1), without torch.optim's import
+        # of torch._dynamo (training/adam.py)
+        self.optimizer = Adam(self.policy.parameters(), lr=cfg.ppo_learning_rate, eps=1e-5)
         self.update_index = 0
         self.total_updates = max(1, cfg.total_rounds)
         self.generator = np.random.default_rng(cfg.seed + 1)
@@ -159,7 +159,7 @@ class PPOLearner:
         return dict(
             policy_spec=self.policy.spec,
             policy_state={k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()},
-            optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
+            optimizer_state=self.optimizer.state_dict(),  # already a copy
             update_index=self.update_index,
             total_updates=self.total_updates,
             numpy_rng=self.generator.bit_generator.state,

@@ -183,7 +183,7 @@ def forward_float32(policy: nn.Module, obs: torch.Tensor, amp_dtype: torch.dtype
     return params, value.float()
 
 
-def ppo_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: dict, *,
+def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                update_epochs: int, num_minibatches: int, clip_coef: float, vf_clip_coef: float,
                ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
                target_kl: float | None = None, generator: np.random.Generator,

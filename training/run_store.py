@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 CHECKPOINT_FORMAT_VERSION = 1
 _CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
 
@@ -83,7 +85,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None
     _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview | np.ndarray) -> None:
     """Replace ``path`` with ``data`` so that readers see either the old or the new file, whole."""
     _atomic_write(path, lambda f: f.write(data))
 
@@ -93,9 +95,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def encode_checkpoint(state: dict, window_id: int | None = None) -> bytes:
-    """A checkpoint's file contents (``torch.save`` format). The learner actor calls this, so the
-    driver, which only writes the bytes, needs no torch."""
+def encode_checkpoint(state: dict, window_id: int | None = None) -> np.ndarray:
+    """A checkpoint's file contents (``torch.save`` format), as a uint8 array over the encoder's own
+    buffer. The learner actor calls this, so the driver, which only writes the bytes, needs no torch.
+    An array rather than ``bytes``: Ray moves it out of band, so the driver writes the object store's
+    copy as it is, and neither side holds a second copy of a checkpoint (tens of MB with the envs'
+    state) at its peak."""
     import torch
 
     payload = dict(state)
@@ -106,7 +111,7 @@ def encode_checkpoint(state: dict, window_id: int | None = None) -> bytes:
         payload.setdefault("window_id", int(window_id))
     buf = io.BytesIO()
     torch.save(payload, buf)
-    return buf.getvalue()
+    return np.frombuffer(buf.getbuffer(), dtype=np.uint8)
 
 
 def default_run_id(now: _dt.datetime | None = None, cwd: str | os.PathLike | None = None) -> str:
@@ -291,14 +296,14 @@ class RunStore:
         return len(entries) - len(kept)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save_checkpoint(self, window_id: int, state: dict | bytes) -> str:
+    def save_checkpoint(self, window_id: int, state: dict | bytes | np.ndarray) -> str:
         """Write ``checkpoints/ckpt_<window_id:06d>.pt`` atomically; return its run-relative path.
-        ``state`` is the checkpoint dict, or its bytes from ``encode_checkpoint``.
+        ``state`` is the checkpoint dict, or its encoding from ``encode_checkpoint``.
 
         An existing file for the same window (only possible after resuming past an unloadable
         one) is renamed aside, not deleted, so no bytes a person may want to inspect are lost.
         """
-        data = state if isinstance(state, bytes) else encode_checkpoint(state, window_id)
+        data = encode_checkpoint(state, window_id) if isinstance(state, dict) else state
         path = self.checkpoint_path(window_id)
         if path.exists():
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")

@@ -1,0 +1,99 @@
+"""Adam on torch's fused kernel, without ``torch.optim``.
+
+Why not ``torch.optim.Adam``: its constructor (``add_param_group``) and ``step`` are wrapped in
+torch's lazy dynamo guard, so the first call imports ``torch._dynamo``: +70 MiB resident in every
+learner process and 1.5-3 s of start-up here, for a compiler this project never uses. The
+arithmetic is the same kernel ``torch.optim.Adam(fused=True)`` runs (``torch._fused_adam_``, one
+pass over all parameters, CPU and CUDA), so updates are bit-identical to it
+(tests/test_adam.py), and ``state_dict`` has its layout, so checkpoints written with either
+load into the other.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Adam:
+    """Adam (no weight decay, no AMSGrad) over one list of same-device, same-dtype parameters.
+
+    ``param_groups`` is a one-element list whose ``"lr"`` the learner's schedule sets before each
+    update, as with a torch optimizer."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("Adam got no trainable parameters")
+        if len({(p.device, p.dtype) for p in self.params}) != 1:
+            raise ValueError("Adam's parameters must share one device and dtype")
+        self.param_groups = [dict(lr=float(lr), betas=(float(betas[0]), float(betas[1])), eps=float(eps))]
+        # the fused kernel keeps the step count as a float32 tensor beside the parameters
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        # a parameter with no gradient this step keeps its value and its moments, as in torch
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        pick = lambda xs: [xs[i] for i in live]  # noqa: E731
+        steps = pick(self.steps)
+        torch._foreach_add_(steps, 1)
+        group = self.param_groups[0]
+        beta1, beta2 = group["betas"]
+        torch._fused_adam_(
+            pick(self.params), [self.params[i].grad for i in live], pick(self.exp_avgs), pick(self.exp_avg_sqs),
+            [], steps, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
+            amsgrad=False, maximize=False,
+        )
+
+    # ------------------------------------------------------------ torch.optim.Adam's layout
+    def state_dict(self) -> dict:
+        """A copy, in ``torch.optim.Adam.state_dict()``'s layout (parameters by index)."""
+        group = self.param_groups[0]
+        state = {
+            i: dict(step=s.clone(), exp_avg=m.clone(), exp_avg_sq=v.clone())
+            for i, (s, m, v) in enumerate(zip(self.steps, self.exp_avgs, self.exp_avg_sqs))
+            if float(s) > 0  # torch has no entry for a parameter that never stepped
+        }
+        return dict(state=state, param_groups=[dict(
+            lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=0.0, amsgrad=False,
+            maximize=False, foreach=None, capturable=False, differentiable=False, fused=True,
+            decoupled_weight_decay=False, params=list(range(len(self.params))),
+        )])
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load this class's or ``torch.optim.Adam``'s state (any of its step/fused variants)."""
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != 1:
+            raise ValueError("optimizer state: expected exactly one parameter group")
+        group = groups[0]
+        if len(group.get("params", ())) != len(self.params):
+            raise ValueError(f"optimizer state holds {len(group.get('params', ()))} parameters, "
+                             f"the policy has {len(self.params)}")
+        if group.get("amsgrad") or group.get("weight_decay"):
+            raise ValueError("optimizer state uses AMSGrad or weight decay, which this Adam does not do")
+        state = state_dict.get("state", {})
+        for pos, key in enumerate(group["params"]):
+            p, entry = self.params[pos], state.get(key)
+            if entry is None:  # never stepped
+                self.steps[pos].zero_(), self.exp_avgs[pos].zero_(), self.exp_avg_sqs[pos].zero_()
+                continue
+            for name, dst in (("exp_avg", self.exp_avgs[pos]), ("exp_avg_sq", self.exp_avg_sqs[pos])):
+                src = entry[name]
+                if src.shape != p.shape:
+                    raise ValueError(f"optimizer state: {name} of parameter {pos} has shape "
+                                     f"{tuple(src.shape)}, the parameter {tuple(p.shape)}")
+                dst.copy_(src.to(device=p.device, dtype=p.dtype))
+            self.steps[pos].fill_(float(entry["step"]))
+        self.param_groups[0].update(lr=float(group["lr"]), betas=tuple(map(float, group["betas"])),
+                                    eps=float(group["eps"]))
