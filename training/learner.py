@@ -116,8 +116,12 @@ class PPOLearner:
         obs, actions = flat(b["obs"], torch.float32), flat(b["actions"])
         values = b["values"]
         if off_policy:
+            # in minibatch-sized chunks: one pass over the whole batch held every layer's activations
+            # for all of it at once (+50-70 MiB at the learner's peak for 16k samples)
+            chunk = max(1, (T * N) // cfg.ppo_num_minibatches)
             with torch.no_grad():
-                logprob, _, value = self.policy.evaluate(obs, actions)
+                parts = [self.policy.evaluate(obs[i:i + chunk], actions[i:i + chunk]) for i in range(0, T * N, chunk)]
+            logprob, value = torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts])
             ratios = torch.exp(logprob - flat(b["logprobs"])).cpu().numpy().reshape(T, N)
             values = value.cpu().numpy().reshape(T, N).astype(np.float32)
             adv, ret = compute_vtrace(
