@@ -29,6 +29,9 @@ def add_tool_parsers(subparsers) -> None:
     ev.add_argument("--episodes", type=int, default=200, help="episodes (= seeds) per policy (default 200)")
     ev.add_argument("--stochastic", action="store_true",
                     help="sample actions (seeded) instead of the deterministic argmax")
+    ev.add_argument("--temperature", type=float, default=None, metavar="T",
+                    help="sample (seeded) at temperature T: logits / T, or the Gaussian's std x T; "
+                         "T < 1 is between the argmax and --stochastic (T = 1)")
     ev.add_argument("--seed0", type=int, default=DEFAULT_EVAL_SEED0, help="first seed (default 100000)")
     ev.add_argument("--json", dest="json_path", metavar="PATH", help="also write {name: summary} as JSON")
     ev.add_argument("--time-max", type=int, default=None, metavar="TICKS",
@@ -83,6 +86,10 @@ def _run_eval(ns) -> int:
         raise ToolError(f"--episodes must be >= 1, got {ns.episodes}")
     if ns.time_max is not None and ns.time_max < 1:
         raise ToolError(f"--time-max must be >= 1, got {ns.time_max}")
+    if ns.temperature is not None and not ns.temperature > 0:
+        raise ToolError(f"--temperature must be > 0, got {ns.temperature}")
+    sample = ns.stochastic or ns.temperature is not None
+    temperature = 1.0 if ns.temperature is None else ns.temperature
     policy, ckpt = load_policy(ns.checkpoint)
     cfg = ckpt.get("config") or {}
     env = cfg.get("env", "prospector")
@@ -91,8 +98,8 @@ def _run_eval(ns) -> int:
     probe = make_vecenv(env, 1, ns.seed0, rules=rules, time_max=time_max)
     space = probe.single_action_space
     probe.close()
-    act = make_act_fn(policy, space, deterministic=not ns.stochastic, seed=ns.seed0)
-    mode = "stochastic (seeded)" if ns.stochastic else "deterministic"
+    act = make_act_fn(policy, space, deterministic=not sample, seed=ns.seed0, temperature=temperature)
+    mode = "deterministic" if not sample else f"stochastic (seeded, temperature {temperature:g})"
     env_text = f"{env} (rules {rules}, time_max {time_max})" if env == "prospector" else env
     print(f"{ns.checkpoint}: window {ckpt.get('window_id')}, {ckpt.get('env_steps_total')} env steps; "
           f"env {env_text}; seeds {ns.seed0}..{ns.seed0 + ns.episodes - 1}; policy {mode}", flush=True)

@@ -160,3 +160,41 @@ def test_cli_eval_rejects_zero_episodes(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "ckpt_000002.pt")
     assert _cli(["eval", "--checkpoint", str(ckpt), "--episodes", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --episodes")
+
+
+def test_temperature_samples_from_scaled_logits():
+    """act(temperature=T) draws exactly what the same policy with its logits divided by T draws
+    (same generator state, so the same Gumbel noise); T = 1 is the policy itself."""
+    policy = _policy(3)
+    obs = torch.as_tensor(np.stack([ProspectorEnv(1).reset(seed=s)[0][0] for s in range(64)]))
+    scaled = _policy(3)
+    with torch.no_grad():
+        last = scaled.actor[-1]
+        last.weight.div_(0.25), last.bias.div_(0.25)
+
+    def draw(p, **kw):
+        return p.act(obs, generator=torch.Generator().manual_seed(4), **kw)[0]
+
+    assert torch.equal(draw(policy, temperature=0.25), draw(scaled))
+    assert torch.equal(draw(policy, temperature=1.0), draw(policy))
+    assert not torch.equal(draw(policy, temperature=0.25), draw(policy))
+    # very low temperature is the argmax
+    assert torch.equal(draw(policy, temperature=1e-6), policy.act(obs, deterministic=True)[0])
+
+
+def test_temperature_widens_or_narrows_a_gaussian():
+    from gymnasium import spaces
+
+    policy = build_policy(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), hidden=(8,))
+    mean, log_std = policy._dist_params(torch.zeros(1, 3))
+    t_mean, t_log_std = policy.tempered((mean, log_std), 0.5)
+    assert torch.equal(t_mean, mean)
+    assert torch.allclose(t_log_std.exp(), 0.5 * log_std.exp())
+
+
+def test_cli_eval_temperature(tmp_path, capsys):
+    ckpt = _checkpoint(tmp_path / "ckpt_000002.pt")
+    assert _cli(["eval", "--checkpoint", str(ckpt), "--episodes", "2", "--no-bots", "--temperature", "0.5"]) == 0
+    assert "stochastic (seeded, temperature 0.5)" in capsys.readouterr().out
+    assert _cli(["eval", "--checkpoint", str(ckpt), "--episodes", "2", "--temperature", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --temperature must be > 0")

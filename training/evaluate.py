@@ -60,11 +60,15 @@ def load_policy(checkpoint_path) -> tuple[Policy, dict]:
     return policy, ckpt
 
 
-def make_act_fn(policy: Policy | None, action_space, deterministic: bool = True, seed: int = 0) -> ActFn:
+def make_act_fn(policy: Policy | None, action_space, deterministic: bool = True, seed: int = 0,
+                temperature: float = 1.0) -> ActFn:
     """obs batch -> env actions. ``policy`` None plays uniform random actions (random backend); a
-    plain callable (a bot) is used as is.
+    plain callable (a bot) is used as is. ``temperature`` applies when sampling
+    (``Policy.tempered``).
     Sampling (stochastic, or random) uses its own seeded generator so results repeat exactly and
     never touch the global RNG."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if callable(policy) and not isinstance(policy, torch.nn.Module):
         return policy  # already an act function (a scripted bot)
     if policy is None:
@@ -77,7 +81,8 @@ def make_act_fn(policy: Policy | None, action_space, deterministic: bool = True,
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
-            action, _, _ = policy.act(x, deterministic=deterministic, generator=gen)
+            action, _, _ = policy.act(x, deterministic=deterministic, generator=gen, with_value=False,
+                                      temperature=temperature)
         a = action.cpu().numpy()
         if box:  # the policy's Gaussian is unsquashed; the env expects in-bounds actions
             a = np.clip(a.reshape(len(obs), *action_space.shape), action_space.low, action_space.high)

@@ -216,15 +216,28 @@ class Policy(nn.Module):
             return mean
         return mean + torch.exp(log_std) * _normal(tuple(mean.shape), generator, mean.device)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None, with_value: bool = True):
+    def tempered(self, params, temperature: float):
+        """The action distribution at ``temperature``: logits / T (categorical), std x T (Gaussian).
+        T < 1 sharpens it toward the argmax / mean, T = 1 is the policy itself."""
+        if self.kind == "box":
+            mean, log_std = params
+            return mean, log_std + math.log(temperature)
+        return params / temperature
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None, with_value: bool = True,
+            temperature: float = 1.0):
         """-> (action, logprob (B,), value (B,)). Discrete: int64 (B,); MultiDiscrete: int64 (B, k);
         Box: float32 (B, d), unsquashed (the env wrapper clips). ``generator`` may be a
         torch.Generator (CPU), an np.random.Generator, or None for the global torch RNG.
-        ``with_value=False`` skips the critic (half the work) and returns zeros as values."""
+        ``with_value=False`` skips the critic (half the work) and returns zeros as values.
+        ``temperature`` != 1 samples from ``tempered`` (evaluation only: the logprob is then the
+        tempered distribution's, not the policy's)."""
         if with_value:
             params, value = self.forward(obs)
         else:
             params, value = self._dist_params(self._flat(obs)), torch.zeros(obs.shape[0], device=obs.device)
+        if temperature != 1.0:
+            params = self.tempered(params, temperature)
         action = self._sample(params, deterministic, generator)
         logprob, _ = self.logprob_entropy(params, action)
         return action, logprob, value
