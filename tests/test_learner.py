@@ -139,3 +139,27 @@ def test_teacher_driven_batch_trains_by_cloning_only():
         if k.startswith("actor"):  # CartPole has no teacher: distill weight 0, pg term off
             np.testing.assert_array_equal(v, actor_before[k], err_msg=k)
     assert any(not np.array_equal(v, setup()[2].weights()[k]) for k, v in a.weights().items() if k.startswith("critic"))
+
+
+def test_learn_uses_a_read_only_rollout_as_is():
+    """One runner's rollout arrives as read-only object-store arrays; the learner shares them
+    (no copy), so it must neither write into them nor warn about them, and it learns exactly what
+    it learns from a writable copy."""
+    import warnings
+
+    _, env, a, behaviour = setup()
+    batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    frozen = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+    for v in frozen.values():
+        if isinstance(v, np.ndarray):
+            v.flags.writeable = False
+    before = {k: v.copy() for k, v in frozen.items() if isinstance(v, np.ndarray)}
+    _, _, b, _ = setup()
+    for off_policy in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mb = b.learn([frozen], off_policy=off_policy)
+        ma = a.learn([batch], off_policy=off_policy)
+        assert ma == mb
+    for k, v in before.items():
+        np.testing.assert_array_equal(frozen[k], v)

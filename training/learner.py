@@ -7,6 +7,8 @@ PPO epochs. ``state_dict``/``load_state_dict`` carry everything an exact resume 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -21,7 +23,10 @@ ROLLOUT_KEYS_TN = ("obs", "actions", "logprobs", "values", "rewards", "terminals
 
 def join_rollouts(rollouts: list[dict]) -> dict:
     """Concatenate runners' rollouts along the env axis (axis 1; axis 0 for last_values)."""
-    joined = {k: np.concatenate([r[k] for r in rollouts], axis=1) for k in ROLLOUT_KEYS_TN}
+    if len(rollouts) == 1:  # no copy: one runner's arrays, often read-only views of Ray's object store
+        joined = {k: rollouts[0][k] for k in ROLLOUT_KEYS_TN}
+    else:
+        joined = {k: np.concatenate([r[k] for r in rollouts], axis=1) for k in ROLLOUT_KEYS_TN}
     joined["last_values"] = np.concatenate([r["last_values"] for r in rollouts], axis=0)
     if all("teacher_actions" in r for r in rollouts):
         joined["teacher_actions"] = np.concatenate([r["teacher_actions"] for r in rollouts], axis=1)
@@ -110,7 +115,12 @@ class PPOLearner:
         T, N = b["rewards"].shape
 
         def flat(x, dtype=None):
-            t = torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))
+            with warnings.catch_warnings():
+                # the update only reads these (minibatches are gathered copies), so sharing a
+                # read-only object-store array is safe, and saves a copy of the batch (17 MB of
+                # observations at 256 envs x 64 steps) at the learner's peak
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                t = torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))
             return t.to(self.device, dtype=dtype)
 
         obs, actions = flat(b["obs"], torch.float32), flat(b["actions"])
