@@ -191,6 +191,9 @@ def train(cfg: TrainConfig) -> dict:
         print(f"stopped; resume with: prospector train --resume {store.run_dir}", flush=True)
     print(f"{meta['status']}: {state.env_steps:,} env steps, {state.window_id + 1} windows, "
           f"run directory {store.run_dir}", flush=True)
+    latest = meta.get("latest_checkpoint")
+    if latest and cfg.trainer_backend != "random":
+        print(f"evaluate on held-out seeds: prospector eval --checkpoint {store.run_dir / latest['path']}", flush=True)
     return meta
 
 

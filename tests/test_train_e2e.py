@@ -98,6 +98,7 @@ def test_ppo_run_writes_the_contract(tmp_path):
     for key in ("policy_state", "optimizer_state", "update_index", "numpy_rng", "torch_rng"):
         assert key in ckpt["learner"], key
     assert re.search(r"window +2 \| steps +6,144/6,144", out) and "completed" in out and str(run_dir) in out
+    assert f"prospector eval --checkpoint {run_dir / 'checkpoints' / 'ckpt_000002.pt'}" in out
 
     # evaluation replays beside training: one per checkpoint, indexed, valid against the schema
     from training.replays import validate_replay
@@ -165,6 +166,7 @@ def test_seed_cli_random_backend_and_env_failure(tmp_path):
     assert meta["env_steps_total"] == 6144
     assert rows[0]["policy_loss"] is None
     assert (tmp_path / "seed" / "checkpoints" / "ckpt_000002.pt").exists()
+    assert "prospector eval" not in res.stdout  # a random-backend checkpoint holds no policy to evaluate
 
     # an env that returns NaN fails the run with status failed and the error named
     res = cli("train", "--env", "training.envs.examples:countdown_nan", "--total-env-steps", "2000",
