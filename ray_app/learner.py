@@ -46,8 +46,9 @@ class Learner:
         return metrics, self.core.weights()
 
     def checkpoint(self, header: dict, runner_state_refs: list | None):
-        """The checkpoint file's bytes (a uint8 array, ``encode_checkpoint``): ``header`` (window, counters, config) plus this learner's
-        state and the runners' states, fetched here from their references."""
+        """The checkpoint file's bytes (a uint8 array, see ``encode_checkpoint``): ``header``
+        (window, counters, config) plus this learner's state and the runners' states, fetched here
+        from their references."""
         from training.run_store import encode_checkpoint
 
         return encode_checkpoint({**header, "learner": self.core.state_dict(),
