@@ -30,15 +30,14 @@ from training.envs.prospector_consts import (
     A_CASH_OUT, A_DECOY, A_DEEP, A_DOCK, A_FOCUSED, A_FUEL_L, A_FUEL_M, A_FUEL_S, A_JETTISON0, A_KIT,
     A_MINE0, A_OVERHAUL, A_PATCH, A_SELECT0, A_SELL0, A_STAB, A_STABILIZE, A_TOOL, A_TRAVEL0,
     A_WIDE, AST_FIELDS, CREDITS_CAP, MAX_ASTEROIDS, MAX_NEIGHBORS, N_ACTIONS, NB_FIELDS, OBS_AST0,
-    OBS_DIM, OBS_NB0, OBS_PRICE0, get_rules,
+    OBS_AT_STATION, OBS_CARGO0, OBS_CREDITS, OBS_DECOYS, OBS_DIM, OBS_KITS, OBS_NB0, OBS_PRICE0, OBS_SEL_OK,
+    OBS_STABS, get_rules,
 )
 from training.policy import orthogonal_linear
 
 MASKED_LOGIT = -1e9  # exp() underflows to exactly 0 in float32; finite, so 0 * logit stays 0
 _N_COMMODITIES = 6
 _SLOT_IN = AST_FIELDS + 2 * _N_COMMODITIES
-# observation columns (rules section 4)
-_CARGO0, _KITS, _STABS, _DECOYS, _AT_STATION, _SEL_OK, _CREDITS = 8, 14, 15, 16, 17, 18, 7
 _MARGIN = 0.01  # credits: the observation's log scale rounds to ~1e-5 relative
 
 
@@ -66,11 +65,11 @@ def check_spaces(obs_shape, action: dict) -> None:
 def action_mask(obs: torch.Tensor, encoder: dict) -> torch.Tensor:
     """obs (B, 260) float -> bool (B, 69): True where the action can have an effect."""
     B = obs.shape[0]
-    at = obs[:, _AT_STATION] > 0.5
+    at = obs[:, OBS_AT_STATION] > 0.5
     field = ~at
-    sel_ok = obs[:, _SEL_OK] > 0.5
-    cargo = obs[:, _CARGO0:_CARGO0 + _N_COMMODITIES] > 0.0
-    credits = torch.expm1(obs[:, _CREDITS].double() * math.log1p(CREDITS_CAP))
+    sel_ok = obs[:, OBS_SEL_OK] > 0.5
+    cargo = obs[:, OBS_CARGO0:OBS_CARGO0 + _N_COMMODITIES] > 0.0
+    credits = torch.expm1(obs[:, OBS_CREDITS].double() * math.log1p(CREDITS_CAP))
     costs = torch.tensor(encoder["costs"], dtype=torch.float64, device=obs.device)
     m = torch.ones(B, N_ACTIONS, dtype=torch.bool, device=obs.device)
     nb = obs[:, OBS_NB0:OBS_NB0 + MAX_NEIGHBORS * NB_FIELDS].reshape(B, MAX_NEIGHBORS, NB_FIELDS)
@@ -81,15 +80,15 @@ def action_mask(obs: torch.Tensor, encoder: dict) -> torch.Tensor:
     ast = obs[:, OBS_AST0:OBS_AST0 + MAX_ASTEROIDS * AST_FIELDS].reshape(B, MAX_ASTEROIDS, AST_FIELDS)
     m[:, A_SELECT0:A_SELECT0 + MAX_ASTEROIDS] = (ast[..., 0] > 0.5) & (ast[..., 8] < 1.0) & field[:, None]
     m[:, A_MINE0:A_MINE0 + 3] = sel_ok[:, None]
-    m[:, A_STABILIZE] = sel_ok & (obs[:, _STABS] > 0.0)
-    m[:, A_TOOL] = obs[:, _KITS] > 0.0
-    m[:, A_PATCH] = obs[:, _KITS] > 0.0
+    m[:, A_STABILIZE] = sel_ok & (obs[:, OBS_STABS] > 0.0)
+    m[:, A_TOOL] = obs[:, OBS_KITS] > 0.0
+    m[:, A_PATCH] = obs[:, OBS_KITS] > 0.0
     m[:, A_JETTISON0:A_JETTISON0 + _N_COMMODITIES] = cargo
     m[:, A_DOCK] = at
     m[:, A_SELL0:A_FUEL_S] = (at[:, None] & cargo).repeat_interleave(3, dim=1)
     afford = credits[:, None] >= costs[None, A_FUEL_S:A_OVERHAUL + 1] + _MARGIN
     m[:, A_FUEL_S:A_OVERHAUL + 1] = at[:, None] & afford
-    held = obs[:, [_KITS, _STABS, _DECOYS]] < 1.0  # counts are obs x ITEM_CAP; the shop stops at the cap
+    held = obs[:, [OBS_KITS, OBS_STABS, OBS_DECOYS]] < 1.0  # counts are obs x ITEM_CAP; the shop stops at the cap
     m[:, A_KIT:A_DECOY + 1] &= held
     if encoder["cash_out_station_only"]:
         m[:, A_CASH_OUT] = at

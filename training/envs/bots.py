@@ -15,7 +15,8 @@ import numpy as np
 from .prospector_consts import (
     A_CASH_OUT, A_COOLDOWN, A_DEEP, A_FUEL_L, A_FUEL_M, A_HOLD, A_KIT, A_MINE0, A_SELECT0,
     A_SELL0, A_STABILIZE, A_WIDE, CREDITS_CAP, MAX_ASTEROIDS, MAX_NEIGHBORS, N_ACTIONS,
-    OBS_AST0, OBS_DPRICE0, OBS_NB0, OBS_PRICE0, get_rules,
+    OBS_AST0, OBS_AT_STATION, OBS_CARGO0, OBS_CREDITS, OBS_DPRICE0, OBS_KITS, OBS_NB0, OBS_PRICE0,
+    OBS_STABS, get_rules,
 )
 from .prospector_rng import hash32
 
@@ -32,10 +33,10 @@ class _View:
         self.B = o.shape[0]
         self.fuel, self.hull, self.heat, self.tool = o[:, 0], o[:, 1], o[:, 2], o[:, 3]
         self.cargo, self.time = o[:, 4], o[:, 6]
-        self.credits = np.expm1(o[:, 7].astype(np.float64) * _LOG_CREDITS)
-        self.cargo_c = o[:, 8:14]
-        self.kits, self.stabs = o[:, 14], o[:, 15]
-        self.at_station = o[:, 17] > 0.5
+        self.credits = np.expm1(o[:, OBS_CREDITS].astype(np.float64) * _LOG_CREDITS)
+        self.cargo_c = o[:, OBS_CARGO0:OBS_CARGO0 + 6]
+        self.kits, self.stabs = o[:, OBS_KITS], o[:, OBS_STABS]
+        self.at_station = o[:, OBS_AT_STATION] > 0.5
         self.nb = o[:, OBS_NB0:OBS_NB0 + 42].reshape(self.B, MAX_NEIGHBORS, 7)
         self.ast = o[:, OBS_AST0:OBS_AST0 + 176].reshape(self.B, MAX_ASTEROIDS, 11)
         self.price = o[:, OBS_PRICE0:OBS_PRICE0 + 6]

@@ -64,6 +64,10 @@ A_CASH_OUT = 68
 SELL_FRACTIONS = (0.25, 0.5, 1.0)
 
 # --- observation layout -----------------------------------------------------------------------
+OBS_CREDITS = 7  # log1p(credits) / log1p(CREDITS_CAP)
+OBS_CARGO0 = 8  # 6 commodities
+OBS_KITS, OBS_STABS, OBS_DECOYS = 14, 15, 16
+OBS_AT_STATION, OBS_SEL_OK = 17, 18
 OBS_NB0 = 24  # 6 neighbour slots x 7
 NB_FIELDS = 7
 OBS_HOME_FUEL, OBS_AFFORD_FUEL = 66, 67
