@@ -85,11 +85,9 @@ def _start_ray(cfg: TrainConfig) -> bool:
         ray.init(address=address)
         return True
     need = cfg.ppo_num_workers * cfg.runner_num_cpus + cfg.learner_num_cpus
-    # The actors share the cores (in overlapped mode a runner samples while a multi-threaded learner
-    # trains): OpenMP threads that spin-wait between ops take those cores from the other actors.
-    # Passive waiting: +30% sps in overlapped mode on 2 cores (docs/BENCHMARKS.md). The workers
-    # inherit this from the local Ray started below; cluster nodes get it from infra/Dockerfile.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Ray's CPUs may outnumber the cores here (one runner + a 2-CPU learner on 2 cores): in
+    # overlapped mode the learner keeps off the runners' cores while they sample (placement.CoreShare),
+    # so OpenMP keeps its default short spin-wait, which a 2-thread update needs to be fast.
     # address="local": without it ray.init() joins whatever /tmp/ray/ray_current_cluster names
     # (another user's `ray start`, or a stale file left by a killed head) instead of embedding.
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False)
@@ -213,8 +211,12 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
         if learner is not None:
             learner.build.remote(pool.obs_space, pool.act_space)
             spec = _learner_ready(learner, cfg)
-        meta.update(runner_nodes=sorted(set(pool.node_ids())), learner_device=device,
+        runner_nodes = pool.node_ids()
+        meta.update(runner_nodes=sorted(set(runner_nodes)), learner_device=device,
                     learner_node=ray.get(learner.node_id.remote()) if learner else None)
+        if learner is not None:
+            beside = sum(cfg.runner_num_cpus for node in runner_nodes if node == meta["learner_node"])
+            learner.share_cores.remote(beside)
         if resume:
             checkpoint_path, checkpoint, kept_rows = store.prepare_resume()
             state.window_id, state.env_steps, state.episodes = -1, 0, 0
@@ -297,7 +299,9 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         losses, lag = None, None
         if learner is not None:
             lag = sum(version - summary["policy_version"] for _, summary in outs) / len(outs)
-            losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap)
+            sampling = [summary for _, summary in in_flight["calls"].values()] if in_flight else None
+            losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap,
+                                                       sampling=sampling)
             losses = _call_learner(losses_ref)
             version += 1
         learned = time.time()
@@ -343,11 +347,12 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
 
 def _extra_metrics(lag, losses, wait_sample_s: float, wait_learn_s: float) -> dict | None:
     """Per-round scalars beyond the contract's losses, averaged per window: the policy lag, and
-    where the driver's round went (waiting for the rollouts, then for the update)."""
+    where the driver's round went (waiting for the rollouts, then for the update), and how long the
+    update ran on fewer threads beside sampling runners (overlapped mode on shared cores)."""
     if lag is None:
         return None
     extra = {"policy_lag": lag, "round_wait_sample_s": wait_sample_s, "round_wait_learn_s": wait_learn_s}
-    for key in ("distill_loss", "teacher_played"):
+    for key in ("distill_loss", "teacher_played", "learner_shared_s"):
         if key in losses:
             extra[key] = losses[key]
     return extra

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ray
 
-from ray_app.placement import set_torch_threads
+from ray_app.placement import CoreShare, node_cores, refs_ready, set_torch_threads
 from ray_app.runner import fetch_states
 from training.config import TrainConfig
 from training.faults import maybe_die, parse_faults
@@ -24,11 +24,20 @@ class Learner:
         self.faults = parse_faults(self.cfg.fault_inject)
         self.incarnation = incarnation
         self.calls = 0
+        self.threads_while_sampling = self.threads
 
     def build(self, obs_space, act_space) -> None:
         from training.learner import PPOLearner
 
         self.core = PPOLearner(self.cfg, obs_space, act_space, device=self.device)
+
+    def share_cores(self, runner_cpus_here: float) -> int:
+        """Runners holding ``runner_cpus_here`` CPUs run on this learner's node. Where Ray's CPUs
+        there outnumber the cores (the embedded driver sizes a laptop's Ray to fit every actor),
+        overlapped rounds keep to the cores the runners leave free while they sample."""
+        free = int(node_cores() - runner_cpus_here)
+        self.threads_while_sampling = max(1, min(self.threads, free))
+        return self.threads_while_sampling
 
     def policy_spec(self) -> dict:
         return self.core.policy_spec
@@ -37,12 +46,19 @@ class Learner:
         return self.core.weights()
 
     @ray.method(num_returns=2)
-    def learn(self, *rollouts, off_policy: bool = False):
+    def learn(self, *rollouts, off_policy: bool = False, sampling: list | None = None):
         """Rollouts arrive resolved (zero-copy views of the object store). Returns (losses, new
-        weights); the weights become one object that every runner reads."""
+        weights); the weights become one object that every runner reads. ``sampling`` (overlapped
+        mode): references to the rollouts the runners are collecting meanwhile; until they are
+        ready the learner uses only the threads ``share_cores`` left it."""
         self.calls += 1
         maybe_die(self.faults, "learner", 0, self.calls, self.incarnation)
-        metrics = self.core.learn(list(rollouts), off_policy=off_policy)
+        share = CoreShare(refs_ready(sampling) if sampling else None, self.threads_while_sampling, self.threads)
+        try:
+            metrics = self.core.learn(list(rollouts), off_policy=off_policy, before_minibatch=share.poll)
+        finally:
+            share.release()
+        metrics["learner_shared_s"] = share.narrowed_s
         return metrics, self.core.weights()
 
     def checkpoint(self, header: dict, runner_state_refs: list | None):

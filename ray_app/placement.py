@@ -32,6 +32,60 @@ def set_torch_threads() -> int:
     return threads
 
 
+def node_cores() -> int:
+    """The cores this process may run on (a container's affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class CoreShare:
+    """The thread count of a learner update whose node's cores are shared with sampling runners.
+
+    The embedded driver gives Ray enough CPUs for every actor even on 2 cores, so in overlapped
+    mode a 2-thread learner update and a sampling runner oversubscribe them: each of the update's
+    parallel ops then waits for whichever thread the runner displaced (2.1 s per update here, against
+    1.05 s with one thread and 0.63 s with two alone).
+    So the update uses ``threads_while_sampling`` threads until ``sampling_done()`` and all
+    ``threads`` afterwards (docs/BENCHMARKS.md). ``poll`` runs between minibatches."""
+
+    def __init__(self, sampling_done, threads_while_sampling: int, threads: int):
+        import torch  # here: the driver imports this module and must not load torch
+
+        self._torch = torch
+        self.threads = threads
+        self.sampling_done = sampling_done if threads_while_sampling < threads else None
+        self.started = time.perf_counter()
+        self.narrowed_s = 0.0  # how long the update ran on fewer threads (a window metric)
+        if self.sampling_done is not None:
+            torch.set_num_threads(threads_while_sampling)
+
+    def poll(self) -> None:
+        if self.sampling_done is not None and self.sampling_done():
+            self.release()
+
+    def release(self) -> None:
+        if self.sampling_done is not None:
+            self.narrowed_s = time.perf_counter() - self.started
+        self.sampling_done = None
+        if self._torch.get_num_threads() != self.threads:
+            self._torch.set_num_threads(self.threads)
+
+
+def refs_ready(refs: list):
+    """A cheap check (~0.1 ms, nothing fetched) that every object in ``refs`` exists."""
+    pending = list(refs)
+
+    def done() -> bool:
+        nonlocal pending
+        if pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
+        return not pending
+
+    return done
+
+
 def runner_placement_group(cfg: TrainConfig):
     """``pack``: one PACK placement group, so runners share as few nodes as possible (fast object
     transfers to a co-located learner). ``spread`` needs none: Ray's SPREAD strategy is best-effort

@@ -241,7 +241,8 @@ def test_dockerfile_runs_as_non_root_and_self_checks():
     last_index, last_user = users[-1]
     assert last_user.split(":")[0] not in ("root", "0")
     assert ("ENV", "HOME=/home/ray") in instrs
-    assert ("ENV", "OMP_WAIT_POLICY=PASSIVE") in instrs  # co-located actors must not spin on each other's cores
+    # passive OpenMP waits slow a multi-threaded learner (actors' threads already match their CPUs)
+    assert not any(instr == "ENV" and "OMP_WAIT_POLICY" in a for instr, a in instrs)
     later_runs = [a for instr, a in instrs[last_index + 1:] if instr == "RUN"]
     assert any(re.search(r'python -c "import ray, pufferlib, torch, ray_app\b', r) for r in later_runs), later_runs
 

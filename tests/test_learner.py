@@ -118,6 +118,49 @@ def test_torch_threads_outside_ray_do_not_start_ray():
         torch.set_num_threads(before)
 
 
+def test_core_share_narrows_threads_until_sampling_is_done():
+    """Overlapped mode on shared cores: one thread while the runners sample, all threads from the
+    first minibatch after their rollouts are in, and back to all threads however it ends. The
+    thread count must not change the update."""
+    from ray_app.placement import CoreShare
+
+    _, env, a, behaviour = setup()
+    batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    _, _, b, _ = setup()
+    before = torch.get_num_threads()
+    seen, polls = [], []
+    try:
+        torch.set_num_threads(2)
+
+        def sampling_done():  # the runners finish after the learner's second check
+            polls.append(torch.get_num_threads())
+            return len(polls) >= 2
+
+        share = CoreShare(sampling_done, threads_while_sampling=1, threads=2)
+
+        def before_minibatch():
+            share.poll()
+            seen.append(torch.get_num_threads())
+
+        ma = a.learn([batch], off_policy=True, before_minibatch=before_minibatch)
+        share.release()
+        assert polls == [1, 1] and seen == [1, 2, 2, 2]  # 2 epochs x 2 minibatches; no poll once done
+        assert torch.get_num_threads() == 2
+        mb = b.learn([batch], off_policy=True)
+        assert ma == mb
+        for k, v in a.weights().items():
+            np.testing.assert_array_equal(v, b.weights()[k])
+
+        never = CoreShare(lambda: False, threads_while_sampling=1, threads=2)
+        assert torch.get_num_threads() == 1
+        never.release()  # an update that ends (or fails) while the runners still sample
+        assert torch.get_num_threads() == 2
+        CoreShare(lambda: False, threads_while_sampling=2, threads=2)  # nothing to share: no change
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_teacher_driven_batch_trains_by_cloning_only():
     """A batch the teacher played has no policy-gradient term and no V-trace (the actions are not
     any policy version's): with the distillation weight at 0 only the critic moves, and overlapped

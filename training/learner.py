@@ -102,9 +102,10 @@ class PPOLearner:
     def learning_rate(self) -> float:
         return linear_lr(self.cfg.ppo_learning_rate, self.update_index, self.total_updates, anneal=self.cfg.ppo_anneal_lr)
 
-    def learn(self, rollouts: list[dict], off_policy: bool = False) -> dict:
+    def learn(self, rollouts: list[dict], off_policy: bool = False, before_minibatch=None) -> dict:
         """One PPO update. ``off_policy``: the rollouts were collected with older weights (overlapped
-        mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy."""
+        mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy.
+        ``before_minibatch``: see ``ppo_update``."""
         cfg = self.cfg
         b = join_rollouts(rollouts)
         # warm-up rounds the teacher played: clone it (no policy-gradient term: these are not the
@@ -159,7 +160,7 @@ class PPOLearner:
             clip_coef=cfg.ppo_clip_coef, vf_clip_coef=cfg.ppo_vf_clip_coef, ent_coef=cfg.ppo_ent_coef,
             vf_coef=cfg.ppo_vf_coef, max_grad_norm=cfg.ppo_max_grad_norm, norm_adv=cfg.ppo_norm_adv,
             generator=self.generator, distill_coef=distill_coef, amp_dtype=self.amp_dtype,
-            pg_coef=0.0 if driven else 1.0,
+            pg_coef=0.0 if driven else 1.0, before_minibatch=before_minibatch,
         )
         self.update_index += 1
         metrics["learning_rate"] = lr

@@ -188,7 +188,7 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
                target_kl: float | None = None, generator: np.random.Generator,
                distill_coef: float = 0.0, amp_dtype: torch.dtype | None = None,
-               pg_coef: float = 1.0) -> dict[str, float]:
+               pg_coef: float = 1.0, before_minibatch=None) -> dict[str, float]:
     """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
 
     batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
@@ -203,6 +203,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     actions are the teacher's, not the policy's); policy_loss, approx_kl and clipfrac are then None.
     amp_dtype (torch.bfloat16): the policy's forward and backward run under autocast in that
     dtype; the losses, the gradients' clipping and Adam stay float32.
+    before_minibatch: called with no argument before every minibatch step (the learner actor
+    adjusts its thread count there; it must not touch the policy or the batch).
     """
     missing = [k for k in _BATCH_KEYS if k not in batch]
     if missing:
@@ -222,6 +224,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     for _ in range(update_epochs):
         approx_kl = 0.0
         for idx_np in minibatch_indices(batch_size, num_minibatches, generator):
+            if before_minibatch is not None:
+                before_minibatch()
             idx = torch.from_numpy(idx_np).to(batch["obs"].device)
             # one forward pass serves both the taken actions and (kickstarting) the teacher's
             dist_params, new_value = forward_float32(policy, batch["obs"][idx], amp_dtype)
