@@ -168,7 +168,7 @@ def run_learner_limit(spec: dict, t0: float) -> dict:
     start = time.perf_counter()
     points, samples, learns = [(0.0, 0)], 0, 0
     while samples < spec["steps"] and time.time() < deadline:
-        learner.learn([batch])
+        learner.learn([batch], off_policy=bool(spec.get("off_policy")))
         learns += 1
         samples += size
         points.append((time.perf_counter() - start, samples))

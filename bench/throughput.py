@@ -18,6 +18,8 @@ windows after the first, with ``--window-env-steps`` = the warm-up). Configurati
   env-limit                    RolloutCollector + the 256,256 policy, no learning, one thread
   learner-limit                PPOLearner.learn on one pre-made batch, repeated, with the learner
                                actor's threads (--learner-num-cpus, default 2)
+  learner-limit-overlapped     the same update as overlapped mode does it (V-trace: one more forward
+                               pass to re-evaluate the batch): the limit of the ours-async lines
 
 ``--time-to-target`` adds ttt-ours, ttt-pufferl, ttt-rllib on CartPole-v1: env steps and wall
 seconds (start-up included) until the mean episode return first reaches 475 (caps: 500k steps or
@@ -41,7 +43,7 @@ from bench._bench_proc import run_child  # noqa: E402
 ENVS = {"prospector": "prospector", "cartpole": "gym:CartPole-v1"}
 OURS = ("ours-sync-1", "ours-sync-2", "ours-async-1", "ours-async-2")
 SCALING = ("ours-sync-4", "ours-async-4")  # only with --only: 4 runners oversubscribe 2 cores
-BASELINES = ("pufferl", "rllib-1", "rllib-2", "env-limit", "learner-limit")
+BASELINES = ("pufferl", "rllib-1", "rllib-2", "env-limit", "learner-limit", "learner-limit-overlapped")
 CONFIGS = OURS + BASELINES
 TTT = ("ttt-ours", "ttt-pufferl", "ttt-rllib")
 TTT_TARGET, TTT_CAP_STEPS, TTT_CAP_S, TTT_OURS_STEPS = 475.0, 500_000, 600, 200_000
@@ -91,6 +93,8 @@ def spec_for(name: str, env: str, args, run_root: str) -> dict:
         spec.update(kind="rllib", runners=int(name.split("-")[1]))
     elif name == "pufferl":
         spec.update(kind="puffer")
+    elif name.startswith("learner-limit"):
+        spec.update(kind="learner_limit", off_policy=name == "learner-limit-overlapped")
     else:
         spec.update(kind=name.replace("-", "_"))
     return spec
