@@ -3,6 +3,7 @@
     .venv/bin/python bench/throughput.py                       # prospector, ~10-15 min on 2 cores
     .venv/bin/python bench/throughput.py --env both --time-to-target --json bench_throughput.json
     .venv/bin/python bench/throughput.py --only ours-sync-1,pufferl --steps 60000 --warmup-steps 20000
+    .venv/bin/python bench/throughput.py --only ours-async-1,learner-limit --repeat 3   # medians of 3, alternating
 
 Every configuration trains the same env with the same policy (MLP 256,256), the same batch (envs x
 rollout steps), minibatches and epochs, for ``--steps`` env steps (or ``--max-seconds``), in a fresh
@@ -125,6 +126,18 @@ def wall_sps(r: dict):
     return r.get("steady_sps_wallclock", r.get("steady_sps"))
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall-clock sps (the lower middle one for an even count), with every
+    repeat's sps attached; a configuration counts as failed only if every repeat failed."""
+    ok = sorted((r for r in runs if not r.get("error") and wall_sps(r)), key=wall_sps)
+    if not ok:
+        return runs[0]
+    chosen = dict(ok[(len(ok) - 1) // 2])
+    if len(runs) > 1:
+        chosen["repeats_sps"] = [None if r.get("error") else wall_sps(r) for r in runs]
+    return chosen
+
+
 def throughput_table(results: dict) -> list[str]:
     best_name = max((n for n in results if n.startswith("ours-") and wall_sps(results[n])),
                     key=lambda n: wall_sps(results[n]), default=None)
@@ -136,6 +149,8 @@ def throughput_table(results: dict) -> list[str]:
         sps = wall_sps(r)
         ratio = f"{best / sps:.2f}x" if best and sps else "-"
         note = f" (error: {r['error'][:60]})" if r.get("error") else ""
+        if r.get("repeats_sps"):
+            note += " (median of " + ", ".join(fmt(x) for x in r["repeats_sps"]) + ")"
         windows = fmt(r.get("steady_sps")) if name.startswith("ours-") else "-"
         lines.append(f"| {name}{note} | {windows} | {fmt(sps)} | {fmt(r.get('env_steps_total'))} "
                      f"| {fmt(r.get('wall_s'), '.1f')} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('peak_pss_mib'))} "
@@ -178,6 +193,8 @@ def parse_args(argv=None):
     p.add_argument("--learner-cpus", type=float, default=None,
                    help="this trainer's --learner-num-cpus (default: the trainer's own, 2)")
     p.add_argument("--only", default=None, help="comma-separated configuration names (see above)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the configurations this many times, alternating, and report each one's median run")
     p.add_argument("--time-to-target", action="store_true", help="also CartPole-v1 time to mean return 475")
     p.add_argument("--json", default=None, help="write every result (and the machine) to this file")
     p.add_argument("--run-root", default=None, help="where runs and logs go (default: a temp dir, deleted)")
@@ -186,6 +203,8 @@ def parse_args(argv=None):
     batch = args.num_envs * args.rollout_steps
     if args.num_envs % 4 or args.num_envs % args.minibatches or batch % args.minibatches:
         p.error("--num-envs must be divisible by 4 (up to 4 runners) and divisible by --minibatches")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     if args.warmup_steps >= args.steps:
         p.error("--warmup-steps must be smaller than --steps")
     known = set(CONFIGS) | set(SCALING) | set(TTT)
@@ -217,15 +236,21 @@ def main(argv=None) -> int:
     try:
         for env in envs if names else []:
             results = report["throughput"].setdefault(env, {})
+            runs: dict[str, list] = {name: [] for name in names}
+            for rep in range(args.repeat):  # configurations alternate, so a slow spell hits them alike
+                for name in names:
+                    spec = spec_for(name, env, args, run_root)
+                    tag = "" if args.repeat == 1 else f"-r{rep + 1}"
+                    spec["run_id"] += tag
+                    print(f"[{env}] {name}{tag} ...", end=" ", flush=True)
+                    r = run_child(spec, timeout_s=args.max_seconds + 240,
+                                  log_path=os.path.join(logs, f"{env}-{name}{tag}.log"), echo=args.verbose)
+                    runs[name].append(r)
+                    print(r["error"] if r.get("error") else
+                          f"{fmt(wall_sps(r))} sps, {fmt(r.get('wall_s'), '.1f')} s, "
+                          f"{fmt(r.get('peak_rss_mib'))} MiB RSS, {fmt(r.get('peak_pss_mib'))} MiB PSS", flush=True)
             for name in names:
-                spec = spec_for(name, env, args, run_root)
-                print(f"[{env}] {name} ...", end=" ", flush=True)
-                r = run_child(spec, timeout_s=args.max_seconds + 240, log_path=os.path.join(logs, f"{env}-{name}.log"),
-                              echo=args.verbose)
-                results[name] = r
-                print(r["error"] if r.get("error") else
-                      f"{fmt(wall_sps(r))} sps, {fmt(r.get('wall_s'), '.1f')} s, "
-                      f"{fmt(r.get('peak_rss_mib'))} MiB RSS, {fmt(r.get('peak_pss_mib'))} MiB PSS", flush=True)
+                results[name] = median_run(runs[name])
             print(f"\n## {env}: steady-state throughput\n")
             print("\n".join(throughput_table(results)) + "\n", flush=True)
         if ttt_names:
