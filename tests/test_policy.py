@@ -198,3 +198,48 @@ def test_unsupported_spaces_raise():
         build_policy(OBS, gymnasium.spaces.MultiBinary(3))
     with pytest.raises(ValueError):
         build_policy(OBS, gymnasium.spaces.Discrete(3, start=1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tanh_is_nn_tanh_bit_for_bit(dtype):
+    """The policy's Tanh sends bfloat16 through the float32 kernel (faster on CPU); values and
+    gradients must be exactly nn.Tanh's, saturated tails and zeros included."""
+    from training.policy import Tanh
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(4096, 64, generator=g) * 4, torch.tensor([[0.0, -0.0, 20.0, -20.0] * 16])]).to(dtype)
+    grad = torch.randn(x.shape, generator=g).to(dtype)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_ref = Tanh()(ours), torch.nn.Tanh()(ref)
+    assert y_ours.dtype == y_ref.dtype == dtype
+    assert torch.equal(y_ours, y_ref)
+    y_ours.backward(grad)
+    y_ref.backward(grad)
+    assert torch.equal(ours.grad, ref.grad)
+
+
+def test_policy_under_bfloat16_autocast_matches_nn_tanh_policy():
+    """A whole actor-critic step under autocast: same outputs and parameter gradients as the same
+    weights with torch's own nn.Tanh."""
+    from training.policy import Tanh
+    from training.ppo import forward_float32
+
+    obs_space = gymnasium.spaces.Box(-1.0, 1.0, (260,), np.float32)
+    ours = build_policy(obs_space, gymnasium.spaces.Discrete(69), hidden=(64, 64))
+    ref = policy_from_spec(ours.spec)
+    ref.load_state_dict(ours.state_dict())
+    swapped = 0
+    for module in ref.modules():
+        for name, child in module.named_children():
+            if isinstance(child, Tanh):
+                setattr(module, name, torch.nn.Tanh())
+                swapped += 1
+    assert swapped == 4
+    x = torch.randn(512, 260, generator=torch.Generator().manual_seed(1))
+    for policy in (ours, ref):
+        params, value = forward_float32(policy, x, torch.bfloat16)
+        (params.logsumexp(-1).sum() + value.sum()).backward()
+        policy.out = (params, value)
+    assert torch.equal(ours.out[0], ref.out[0]) and torch.equal(ours.out[1], ref.out[1])
+    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert torch.equal(a.grad, b.grad), name

@@ -26,7 +26,36 @@ import torch
 from torch import nn
 
 SPEC_VERSION = 1
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class _TanhViaFloat32(torch.autograd.Function):
+    """tanh of a bfloat16 CPU tensor through torch's float32 kernel, which rounds to the same bits:
+    torch's bfloat16 CPU kernel is ~2.4x slower (1.64 vs 0.69 ms for 4,096 x 256 on 2 threads), and
+    the four tanh layers of a 256,256 actor-critic were ~25% of a bfloat16 update."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x.float()).to(x.dtype)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)  # the same kernel nn.Tanh's backward runs
+
+
+class Tanh(nn.Module):
+    """``nn.Tanh``, bit for bit, but faster under bfloat16 autocast on CPU (``_TanhViaFloat32``).
+    It has no parameters, so state dicts are those of ``nn.Tanh`` models."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+            return _TanhViaFloat32.apply(x)
+        return torch.tanh(x)
+
+
+_ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU}
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
