@@ -299,7 +299,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         losses, lag = None, None
         if learner is not None:
             lag = sum(version - summary["policy_version"] for _, summary in outs) / len(outs)
-            sampling = [summary for _, summary in in_flight["calls"].values()] if in_flight else None
+            sampling = pool.summary_refs(in_flight) if in_flight else None
             losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap,
                                                        sampling=sampling)
             losses = _call_learner(losses_ref)

@@ -70,6 +70,11 @@ class RunnerPool:
         calls = {i: r.collect.remote(*args) for i, r in enumerate(self.runners)}
         return dict(calls=calls, args=args)
 
+    @staticmethod
+    def summary_refs(round_: dict) -> list:
+        """References to a submitted round's small summaries: they exist once the rollouts do."""
+        return [summary for _, summary in round_["calls"].values()]
+
     def gather(self, round_: dict, give_up=lambda: False) -> list[tuple]:
         """Wait for a submitted round: [(batch_ref, summary), ...] in runner order. A runner lost
         meanwhile is replaced and its rollout collected again with the same weights, unless
