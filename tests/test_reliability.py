@@ -99,6 +99,18 @@ def wait_for_window(run_dir: Path, proc, timeout=120):
     raise AssertionError("no window was written")
 
 
+def wait_for_checkpoint(run_dir: Path, proc, timeout=120):
+    """Until run_metadata.json names a checkpoint. The window row is written before its checkpoint,
+    so a row alone does not mean a checkpoint exists yet."""
+    path = run_dir / "run_metadata.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and json.loads(path.read_text()).get("latest_checkpoint"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint was written")
+
+
 def test_sigint_stops_cleanly_and_resume_completes(tmp_path):
     run_dir = tmp_path / "r"
     proc = start(*SMALL, "--total-env-steps", "400000", "--run-root", str(tmp_path), "--run-id", "r")
@@ -141,7 +153,8 @@ def test_sigterm_to_the_whole_process_group_ends_as_stopped(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ray_app", "train", *SMALL, "--total-env-steps", "400000",
                              "--run-root", str(tmp_path), "--run-id", "r"], cwd=REPO, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    wait_for_window(run_dir, proc)
+    # the signal also ends the learner, so only a checkpoint written before it can stand
+    wait_for_checkpoint(run_dir, proc)
     os.killpg(proc.pid, signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     meta, rows = read_run(run_dir)
