@@ -5,15 +5,17 @@ import torch
 
 from training.config import config_from_args
 from training.envs.registry import make_vecenv
+import training.learner as learner_module
 from training.learner import PPOLearner
 from training.policy import policy_from_spec, set_weights
+from training.ppo import compute_vtrace, ppo_update
 from training.rollout import RolloutCollector
 
 
-def setup(seed=0):
+def setup(seed=0, **flags):
     cfg = config_from_args({"env": "gym:CartPole-v1", "total_env_steps": 4096, "window_env_steps": 1024,
                             "ppo_num_envs": 4, "ppo_num_workers": 1, "ppo_rollout_steps": 32,
-                            "ppo_update_epochs": 2, "ppo_num_minibatches": 2, "seed": seed})
+                            "ppo_update_epochs": 2, "ppo_num_minibatches": 2, "seed": seed, **flags})
     env = make_vecenv(cfg.env, 4, seed=0)
     learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
     behaviour = policy_from_spec(learner.policy_spec)
@@ -22,15 +24,74 @@ def setup(seed=0):
 
 
 def test_off_policy_update_equals_on_policy_when_weights_match():
-    _, env, a, behaviour = setup()
+    """With more minibatches than envs (8 vs 4), V-trace takes a re-evaluation pass over the batch
+    before the update (no in-pass targets): with the behaviour's weights every ratio is exactly 1
+    and V-trace reduces to GAE, so the update is the on-policy one."""
+    _, env, a, behaviour = setup(ppo_num_minibatches=8)
     batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
-    _, _, b, _ = setup()
+    _, _, b, _ = setup(ppo_num_minibatches=8)
     ma = a.learn([batch], off_policy=False)
-    mb = b.learn([batch], off_policy=True)  # ratios are exactly 1: V-trace reduces to GAE
+    mb = b.learn([batch], off_policy=True)
     for key in ("policy_loss", "value_loss", "approx_kl"):
         assert np.isclose(ma[key], mb[key], rtol=1e-5, atol=1e-7), key
     for k, v in a.weights().items():
         assert np.allclose(v, b.weights()[k], atol=1e-6)
+
+
+def _vtrace_reference(learner, batch):
+    """V-trace targets of the whole batch under the learner's current weights, (T * N,) each."""
+    T, N = batch["rewards"].shape
+    flat = lambda x: torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))  # noqa: E731
+    logprob, value = learner._evaluate(flat(batch["obs"]).float(), flat(batch["actions"]), T * N)
+    ratios = torch.exp(logprob - flat(batch["logprobs"])).numpy().reshape(T, N)
+    values = value.numpy().reshape(T, N)
+    adv, ret = compute_vtrace(batch["rewards"], values, batch["terminals"], batch["truncations"], batch["valid"],
+                              batch["bootstrap_values"], batch["last_values"], ratios, learner.cfg.ppo_gamma,
+                              learner.cfg.ppo_gae_lambda)
+    return adv.reshape(-1), ret.reshape(-1), values.reshape(-1)
+
+
+def _learn_capturing_batch(learner, batch, monkeypatch):
+    seen = {}
+
+    def spy(policy, optimizer, b, **kw):
+        seen.update(groups=kw["in_pass_targets"][0], batch=b)
+        return ppo_update(policy, optimizer, b, **kw)
+
+    monkeypatch.setattr(learner_module, "ppo_update", spy)
+    learner.learn([batch], off_policy=True)
+    return seen["batch"], seen["groups"]
+
+
+def test_in_pass_vtrace_equals_a_reevaluation_pass_when_the_weights_stay(monkeypatch):
+    """Overlapped mode with envs divisible into minibatches computes V-trace in the first epoch,
+    one env-column minibatch at a time, from that minibatch's own forward pass. With a zero
+    learning rate nothing moves, so the targets must be those of a whole-batch re-evaluation; the
+    data is one version stale, so the ratios are not 1 and the correction is exercised."""
+    _, env, learner, behaviour = setup()
+    stale, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    learner.learn([stale])  # the learner moves on; `stale` now lags one version
+    ref_adv, ref_ret, ref_val = _vtrace_reference(learner, stale)
+    assert not np.allclose(ref_adv, _vtrace_reference(setup()[2], stale)[0]), "the correction must matter here"
+    learner.learning_rate = lambda: 0.0
+    b, groups = _learn_capturing_batch(learner, stale, monkeypatch)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(32 * 4)), "every row in exactly one minibatch"
+    np.testing.assert_allclose(b["advantages"].numpy(), ref_adv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b["returns"].numpy(), ref_ret, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b["values"].numpy(), ref_val, rtol=1e-5, atol=1e-6)
+
+
+def test_in_pass_vtrace_uses_the_weights_each_minibatch_sees(monkeypatch):
+    """With a learning rate, the first minibatch's targets are the re-evaluation's (nothing has
+    moved yet) and the second's come from the weights after the first step."""
+    _, env, learner, behaviour = setup()
+    stale, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    learner.learn([stale])
+    ref_adv, _, _ = _vtrace_reference(learner, stale)
+    b, groups = _learn_capturing_batch(learner, stale, monkeypatch)
+    first, second = groups
+    np.testing.assert_allclose(b["advantages"].numpy()[first], ref_adv[first], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(b["advantages"].numpy()[second], ref_adv[second], rtol=1e-5, atol=1e-6)
 
 
 def test_off_policy_update_ignores_the_runners_values():

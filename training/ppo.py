@@ -107,6 +107,18 @@ def minibatch_indices(batch_size: int, num_minibatches: int,
     return np.split(generator.permutation(batch_size), num_minibatches)
 
 
+def env_column_minibatches(T: int, N: int, num_minibatches: int,
+                           generator: np.random.Generator) -> list[np.ndarray] | None:
+    """Minibatches of whole env columns: the flat rows t * N + n (time-major, as the learner
+    flattens a (T, N) rollout) of a random split of the N envs, each laid out (T, N / num_minibatches)
+    row-major. None when N is not a multiple of num_minibatches. A minibatch holds every step of its
+    envs, so trajectory-wide targets (V-trace) can be computed from that minibatch alone."""
+    if num_minibatches <= 0 or N % num_minibatches:
+        return None
+    steps = np.arange(T)[:, None] * N
+    return [(steps + cols[None, :]).ravel() for cols in np.split(generator.permutation(N), num_minibatches)]
+
+
 def _wmean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     # An all-invalid minibatch yields 0 instead of 0/0.
     return (x * weights).sum() / weights.sum().clamp(min=1.0)
@@ -188,7 +200,7 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
                target_kl: float | None = None, generator: np.random.Generator,
                distill_coef: float = 0.0, amp_dtype: torch.dtype | None = None,
-               pg_coef: float = 1.0, before_minibatch=None) -> dict[str, float]:
+               pg_coef: float = 1.0, before_minibatch=None, in_pass_targets=None) -> dict[str, float]:
     """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
 
     batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
@@ -205,6 +217,13 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     dtype; the losses, the gradients' clipping and Adam stay float32.
     before_minibatch: called with no argument before every minibatch step (the learner actor
     adjusts its thread count there; it must not touch the policy or the batch).
+    in_pass_targets (groups, fn): the advantages, returns and values are not in the batch yet. The
+    first epoch steps through the minibatches ``groups`` (flat row indices) in order, and each
+    step first calls fn(k, logprob, value) with the detached log-probs of the taken actions and
+    the values of groups[k] under the current weights (the step's own forward pass); fn returns
+    that minibatch's (advantages, returns, values), which are written into the batch and used by
+    this step and every later epoch. Overlapped mode computes V-trace this way without a separate
+    re-evaluation pass over the batch (see env_column_minibatches).
     """
     missing = [k for k in _BATCH_KEYS if k not in batch]
     if missing:
@@ -221,15 +240,21 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     sums = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm",
                              "distill_loss")}
     updates = 0
-    for _ in range(update_epochs):
+    for epoch in range(update_epochs):
         approx_kl = 0.0
-        for idx_np in minibatch_indices(batch_size, num_minibatches, generator):
+        in_pass = in_pass_targets is not None and epoch == 0
+        groups = in_pass_targets[0] if in_pass else minibatch_indices(batch_size, num_minibatches, generator)
+        for k, idx_np in enumerate(groups):
             if before_minibatch is not None:
                 before_minibatch()
             idx = torch.from_numpy(idx_np).to(batch["obs"].device)
             # one forward pass serves both the taken actions and (kickstarting) the teacher's
             dist_params, new_value = forward_float32(policy, batch["obs"][idx], amp_dtype)
             new_logprob, entropy = policy.logprob_entropy(dist_params, batch["actions"][idx])
+            if in_pass:
+                targets = in_pass_targets[1](k, new_logprob.detach(), new_value.detach())
+                for key, t in zip(("advantages", "returns", "values"), targets):
+                    batch[key][idx] = t
             losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
                                 weights[idx], clip_coef, vf_clip_coef, norm_adv)
