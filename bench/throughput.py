@@ -19,8 +19,8 @@ windows after the first, with ``--window-env-steps`` = the warm-up). Configurati
   env-limit                    RolloutCollector + the 256,256 policy, no learning, one thread
   learner-limit                PPOLearner.learn on one pre-made batch, repeated, with the learner
                                actor's threads (--learner-num-cpus, default 2)
-  learner-limit-overlapped     the same update as overlapped mode does it (V-trace: one more forward
-                               pass to re-evaluate the batch): the limit of the ours-async lines
+  learner-limit-overlapped     the same update as overlapped mode does it (V-trace targets from the
+                               first epoch's forward passes): the limit of the ours-async lines
 
 ``--time-to-target`` adds ttt-ours, ttt-pufferl, ttt-rllib on CartPole-v1: env steps and wall
 seconds (start-up included) until the mean episode return first reaches 475 (caps: 500k steps or

@@ -43,7 +43,7 @@ class EnvRunner:
             from training.envs.bots import BOTS
 
             teacher = BOTS[cfg.kickstart_teacher]
-        # overlapped mode: the learner re-evaluates the values (V-trace), so the critic is skipped here
+        # overlapped mode: the learner computes the values itself (V-trace), so the critic is skipped here
         self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env,
                                           teacher=teacher, step_values=not cfg.async_rollouts)
         self.learns = cfg.trainer_backend == "puffer_ppo"

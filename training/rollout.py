@@ -49,7 +49,7 @@ class RolloutCollector:
         self.obs_space = vecenv.single_observation_space
         self.act_space = vecenv.single_action_space
         self.native_reset = bool(getattr(vecenv, "autoreset_same_step", True))
-        # Per-step values are only for the learner's GAE. In overlapped mode the learner re-evaluates
+        # Per-step values are only for the learner's GAE. In overlapped mode the learner computes
         # every value with its current weights (V-trace), so runners may skip the critic, except where
         # a step's value stands in for a bootstrap (emulated envs, or no final_observations).
         self.step_values = step_values or not (
