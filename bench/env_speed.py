@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/env_speed.py                 # N in 1, 64, 1024, 4096, random ids
     .venv/bin/python bench/env_speed.py --policy greedy_miner --sizes 4096
+    .venv/bin/python bench/env_speed.py --policy random_valid --sizes 4096
 
 Actions are drawn uniformly from 0..68 (every id is in range; many are invalid in context and
 play as HOLD, as for an untrained policy) and generated before timing; with --policy a bot
-chooses the actions and only env.step is timed. Each size runs --blocks timed blocks; the best
+chooses the actions and only env.step is timed. ``--policy random_valid`` draws uniformly among the
+actions that can act in the observed state (``training.prospector_net.action_mask``, the
+prospector policy's mask: invalid ids and no-op sales excluded); only env.step is timed. Each size runs --blocks timed blocks; the best
 block is reported (and the median), since other processes on a shared machine slow some
 blocks. Thread pools are limited to one thread before NumPy is imported, and the process is
 pinned to one CPU where possible.
@@ -27,13 +30,30 @@ from training.envs.bots import make_bots  # noqa: E402
 from training.envs.prospector import ProspectorEnv  # noqa: E402
 
 
+def random_valid(rules: str, seed: int):
+    """obs (B, 260) -> a uniform draw among each env's valid actions (torch only for the mask)."""
+    import torch
+
+    from training.envs.prospector_consts import N_ACTIONS
+    from training.prospector_net import action_mask, encoder_spec
+
+    torch.set_num_threads(1)
+    encoder, gen = encoder_spec(rules), torch.Generator().manual_seed(seed)
+
+    def act(obs):
+        u = torch.rand(obs.shape[0], N_ACTIONS, generator=gen)
+        return u.masked_fill(~action_mask(torch.from_numpy(obs), encoder), -1.0).argmax(1).numpy()
+
+    return act
+
+
 def measure(n, rules, seconds, policy, blocks=5, seed=0):
     """Time `blocks` blocks of steps; report the best and the median block. The machine this
     runs on may be shared, and the best block is the least disturbed by other processes."""
     env = ProspectorEnv(num_envs=n, seed=seed, rules=rules)
     obs, _ = env.reset()
     rng = np.random.default_rng(seed)
-    bot = None if policy == "random" else make_bots(rules)[policy]
+    bot = None if policy == "random" else random_valid(rules, seed) if policy == "random_valid" else make_bots(rules)[policy]
     pool = rng.integers(0, 69, (64, n))
     for i in range(20):  # warm up (allocator, world queue)
         env.step(pool[i % 64] if bot is None else bot(obs))
@@ -67,7 +87,7 @@ def main(argv=None):
     ap.add_argument("--rules", default="v2", choices=["v1", "v2"])
     ap.add_argument("--seconds", type=float, default=5.0, help="timed seconds per size")
     ap.add_argument("--blocks", type=int, default=5, help="timed blocks per size (best reported)")
-    ap.add_argument("--policy", default="random", help="random or a bot name (bot time excluded)")
+    ap.add_argument("--policy", default="random", help="random, random_valid or a bot name (the policy's time is excluded)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
     args = ap.parse_args(argv)
     if not args.no_pin and hasattr(os, "sched_setaffinity"):
