@@ -296,6 +296,9 @@ _HELP = {
     "kickstart_warmup_steps": "the first env steps are played by the teacher, and the policy learns by cloning "
                               "it (no policy gradient); its windows' returns are the teacher's",
     "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
+    "wait_for_resources_s": "seconds the env runners, then the learner, may take to be placed and started "
+                            "(a process imports torch and builds its env); past that the run fails naming "
+                            "the resources it needs (default: 300)",
     "policy_hidden": "MLP hidden sizes, comma-separated",
     "policy_arch": "mlp: actor and critic MLPs; prospector: an actor that scores the 16 asteroid slots with one "
                    "shared encoder and masks actions that cannot act (training/prospector_net.py)",
