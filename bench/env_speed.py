@@ -6,12 +6,12 @@
 
 Actions are drawn uniformly from 0..68 (every id is in range; many are invalid in context and
 play as HOLD, as for an untrained policy) and generated before timing; with --policy a bot
-chooses the actions and only env.step is timed. ``--policy random_valid`` draws uniformly among the
-actions that can act in the observed state (``training.prospector_net.action_mask``, the
-prospector policy's mask: invalid ids and no-op sales excluded); only env.step is timed. Each size runs --blocks timed blocks; the best
-block is reported (and the median), since other processes on a shared machine slow some
-blocks. Thread pools are limited to one thread before NumPy is imported, and the process is
-pinned to one CPU where possible.
+chooses the actions and only env.step is timed. ``--policy random_valid`` draws uniformly among
+the actions that can act in the observed state (``training.prospector_net.action_mask``, the
+prospector policy's mask: invalid ids and no-op sales excluded); only env.step is timed. Each
+size runs --blocks timed blocks; the best block is reported (and the median), since other
+processes on a shared machine slow some blocks. Thread pools are limited to one thread before
+NumPy is imported, and the process is pinned to one CPU where possible.
 """
 
 import os
@@ -53,7 +53,12 @@ def measure(n, rules, seconds, policy, blocks=5, seed=0):
     env = ProspectorEnv(num_envs=n, seed=seed, rules=rules)
     obs, _ = env.reset()
     rng = np.random.default_rng(seed)
-    bot = None if policy == "random" else random_valid(rules, seed) if policy == "random_valid" else make_bots(rules)[policy]
+    if policy == "random":
+        bot = None
+    elif policy == "random_valid":
+        bot = random_valid(rules, seed)
+    else:
+        bot = make_bots(rules)[policy]
     pool = rng.integers(0, 69, (64, n))
     for i in range(20):  # warm up (allocator, world queue)
         env.step(pool[i % 64] if bot is None else bot(obs))
@@ -87,7 +92,8 @@ def main(argv=None):
     ap.add_argument("--rules", default="v2", choices=["v1", "v2"])
     ap.add_argument("--seconds", type=float, default=5.0, help="timed seconds per size")
     ap.add_argument("--blocks", type=int, default=5, help="timed blocks per size (best reported)")
-    ap.add_argument("--policy", default="random", help="random, random_valid or a bot name (the policy's time is excluded)")
+    ap.add_argument("--policy", default="random",
+                    help="random, random_valid or a bot name (the policy's time is excluded)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
     args = ap.parse_args(argv)
     if not args.no_pin and hasattr(os, "sched_setaffinity"):

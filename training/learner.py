@@ -124,7 +124,7 @@ class PPOLearner:
                 t = torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))
             return t.to(self.device, dtype=dtype)
 
-        obs, actions = flat(b["obs"], torch.float32), flat(b["actions"])
+        obs, actions, behaviour_logprobs = flat(b["obs"], torch.float32), flat(b["actions"]), flat(b["logprobs"])
         values = b["values"]
         in_pass = None
         column_groups = env_column_minibatches(T, N, cfg.ppo_num_minibatches, self.generator) if off_policy else None
@@ -133,7 +133,7 @@ class PPOLearner:
             # minibatch's own forward pass: no separate re-evaluation of the batch, which was ~12%
             # of an overlapped update. Those passes see the weights as the epoch has moved them so
             # far, i.e. the ratios and values of the policy being trained, as IMPALA's learner uses.
-            in_pass = (column_groups, self._vtrace_targets(b, column_groups, flat(b["logprobs"])))
+            in_pass = (column_groups, self._vtrace_targets(b, column_groups, behaviour_logprobs))
             adv, ret, values = (np.zeros((T, N), np.float32) for _ in range(3))  # written by ppo_update
         elif off_policy:
             # in minibatch-sized chunks: one pass over the whole batch held every layer's activations
@@ -141,19 +141,14 @@ class PPOLearner:
             # update's precision (float32 re-evaluation took 15-25% of an overlapped bfloat16 update)
             chunk = max(1, (T * N) // cfg.ppo_num_minibatches)
             logprob, value = self._evaluate(obs, actions, chunk)
-            ratios = torch.exp(logprob - flat(b["logprobs"])).cpu().numpy().reshape(T, N)
-            values = value.cpu().numpy().reshape(T, N).astype(np.float32)
-            adv, ret = compute_vtrace(
-                b["rewards"], values, b["terminals"], b["truncations"], b["valid"], b["bootstrap_values"],
-                b["last_values"], ratios, cfg.ppo_gamma, cfg.ppo_gae_lambda,
-            )
+            adv, ret, values = self._vtrace_columns(b, slice(None), logprob, behaviour_logprobs, value)
         else:
             adv, ret = compute_gae(
                 b["rewards"], values, b["terminals"], b["truncations"], b["valid"],
                 b["bootstrap_values"], b["last_values"], cfg.ppo_gamma, cfg.ppo_gae_lambda,
             )
         batch = dict(
-            obs=obs, actions=actions, logprobs=flat(b["logprobs"]),
+            obs=obs, actions=actions, logprobs=behaviour_logprobs,
             values=flat(values), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
         )
         distill_coef = self.kickstart_coef()
@@ -176,24 +171,31 @@ class PPOLearner:
             metrics["teacher_played"] = float(driven)  # a window's mean: the share of its rounds
         return metrics
 
+    def _vtrace_columns(self, b: dict, cols, logprob: torch.Tensor, behaviour_logprob: torch.Tensor,
+                        value: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """V-trace (advantages, returns, values), each (T, n), of the envs ``cols`` (an index array,
+        or slice(None) for all) from their rows' log-probs and values under the current weights,
+        flat and time-major, and the behaviour policy's log-probs of the same rows."""
+        T = b["rewards"].shape[0]
+        ratios = torch.exp(logprob - behaviour_logprob).cpu().numpy().reshape(T, -1)
+        values = value.cpu().numpy().reshape(T, -1).astype(np.float32)
+        adv, ret = compute_vtrace(
+            b["rewards"][:, cols], values, b["terminals"][:, cols], b["truncations"][:, cols],
+            b["valid"][:, cols], b["bootstrap_values"][:, cols], b["last_values"][cols], ratios,
+            self.cfg.ppo_gamma, self.cfg.ppo_gae_lambda,
+        )
+        return adv, ret, values
+
     def _vtrace_targets(self, b: dict, groups: list[np.ndarray], behaviour_logprobs: torch.Tensor):
-        """fn(k, logprob, value) for ``ppo_update``'s in_pass_targets: V-trace advantages and
-        returns of the envs in groups[k] (a (T, n) block of whole env columns), with ratios of the
-        given log-probs to the behaviour policy's."""
-        cfg = self.cfg
-        T, N = b["rewards"].shape
+        """fn(k, logprob, value) for ``ppo_update``'s in_pass_targets: ``_vtrace_columns`` of the
+        envs in groups[k] (a (T, n) block of whole env columns), flat, on the learner's device."""
+        T = b["rewards"].shape[0]
 
         def targets(k: int, logprob: torch.Tensor, value: torch.Tensor):
             idx = groups[k]
             cols = idx[: idx.size // T]  # row t = 0 of the block
-            ratios = torch.exp(logprob - behaviour_logprobs[idx]).cpu().numpy().reshape(T, -1)
-            values = value.cpu().numpy().reshape(T, -1)
-            adv, ret = compute_vtrace(
-                b["rewards"][:, cols], values, b["terminals"][:, cols], b["truncations"][:, cols],
-                b["valid"][:, cols], b["bootstrap_values"][:, cols], b["last_values"][cols], ratios,
-                cfg.ppo_gamma, cfg.ppo_gae_lambda,
-            )
-            return tuple(torch.from_numpy(x.reshape(-1)).to(self.device) for x in (adv, ret, values))
+            out = self._vtrace_columns(b, cols, logprob, behaviour_logprobs[idx], value)
+            return tuple(torch.from_numpy(x.reshape(-1)).to(self.device) for x in out)
 
         return targets
 
