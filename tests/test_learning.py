@@ -1,6 +1,5 @@
 """Learning checks: short real runs that must beat a baseline."""
 
-import json
 import os
 import signal
 import subprocess
@@ -9,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from training.run_store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def test_cartpole_reaches_475_within_200k_steps(tmp_path):
     twice that when the VM is slow)."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    windows = tmp_path / "cartpole" / "metrics" / "windows.jsonl"
+    store = RunStore(tmp_path / "cartpole")  # read-only: the run creates the folder
     proc = subprocess.Popen(
         [sys.executable, "-m", "ray_app", "train", "--env", "gym:CartPole-v1", "--total-env-steps", "200000",
          "--window-env-steps", "10000", "--seed", "0", "--run-root", str(tmp_path), "--run-id", "cartpole"],
@@ -29,7 +30,7 @@ def test_cartpole_reaches_475_within_200k_steps(tmp_path):
     deadline = time.time() + 180
     try:
         while proc.poll() is None and time.time() < deadline:
-            if any((r["return_mean"] or 0) >= 475 for r in _rows(windows)):
+            if any((r["return_mean"] or 0) >= 475 for r in store.read_windows()):
                 proc.send_signal(signal.SIGINT)
                 break
             time.sleep(0.2)
@@ -39,16 +40,10 @@ def test_cartpole_reaches_475_within_200k_steps(tmp_path):
             proc.kill()
             proc.communicate()
     assert proc.returncode in (0, 130), out[-3000:]  # 130: stopped by the SIGINT above
-    rows = _rows(windows)
+    rows = store.read_windows()
     returns = [r["return_mean"] for r in rows if r["return_mean"] is not None]
     assert max(returns) >= 475, returns
     first = next(r["env_steps_end"] for r in rows if (r["return_mean"] or 0) >= 475)
     assert first <= 200_192, first  # whole rounds of 256 steps
     print(f"CartPole-v1 first window with return_mean >= 475 ends at {first} env steps")
 
-
-def _rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    # a row is appended with one write: read only whole lines
-    return [json.loads(x) for x in path.read_text().splitlines(keepends=True) if x.endswith("\n")]
