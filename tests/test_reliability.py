@@ -89,26 +89,26 @@ def start(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_window(run_dir: Path, proc, timeout=120):
-    path = run_dir / "metrics" / "windows.jsonl"
+def _wait_until(ready, proc, what: str, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if path.exists() and path.read_text().strip():
+        if ready():
             return
         time.sleep(0.05)
-    raise AssertionError("no window was written")
+    raise AssertionError(f"no {what} was written")
+
+
+def wait_for_window(run_dir: Path, proc, timeout=120):
+    path = run_dir / "metrics" / "windows.jsonl"
+    _wait_until(lambda: path.exists() and path.read_text().strip(), proc, "window", timeout)
 
 
 def wait_for_checkpoint(run_dir: Path, proc, timeout=120):
     """Until run_metadata.json names a checkpoint. The window row is written before its checkpoint,
     so a row alone does not mean a checkpoint exists yet."""
     path = run_dir / "run_metadata.json"
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and json.loads(path.read_text()).get("latest_checkpoint"):
-            return
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint was written")
+    _wait_until(lambda: path.exists() and json.loads(path.read_text()).get("latest_checkpoint"), proc,
+                "checkpoint", timeout)
 
 
 def test_sigint_stops_cleanly_and_resume_completes(tmp_path):
