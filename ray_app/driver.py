@@ -22,6 +22,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from ray_app.learner import RemoteLearner
+from ray_app.local_ray import start_local_ray
 from ray_app.placement import check_capacity, cluster_device, learner_options
 from ray_app.progress import StatusLine
 from ray_app.replay_tasks import ReplayTracker
@@ -88,9 +89,7 @@ def _start_ray(cfg: TrainConfig) -> bool:
     # Ray's CPUs may outnumber the cores here (one runner + a 2-CPU learner on 2 cores): in
     # overlapped mode the learner keeps off the runners' cores while they sample (placement.CoreShare),
     # so OpenMP keeps its default short spin-wait, which a 2-thread update needs to be fast.
-    # address="local": without it ray.init() joins whatever /tmp/ray/ray_current_cluster names
-    # (another user's `ray start`, or a stale file left by a killed head) instead of embedding.
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(need + 0.999)), include_dashboard=False)
+    start_local_ray(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)))
     return True
 
 

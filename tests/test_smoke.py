@@ -41,3 +41,33 @@ def test_embedded_run_ignores_a_stale_cluster_address(monkeypatch):
         assert ray.get(ray.remote(lambda: 7).remote()) == 7
     finally:
         ray.shutdown()
+
+
+def test_embedded_ray_runs_without_its_unused_head_services():
+    """The autoscaler monitor and the API server of an embedded node have no work (no cluster
+    config; no dashboard) and take ~130 MiB: they are stopped once the node is up, and Ray still
+    schedules work, reports the node alive, and shuts down leaving nothing behind."""
+    import time
+
+    import psutil
+    import ray
+
+    from ray_app.local_ray import start_local_ray
+
+    def children() -> list[str]:
+        return [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True) if p.is_running()]
+
+    try:
+        assert start_local_ray(num_cpus=1) == ["monitor", "dashboard"]
+        running = children()
+        assert not [c for c in running if "autoscaler/_private/monitor.py" in c or "dashboard/dashboard.py" in c]
+        assert [c for c in running if "gcs_server" in c] and [c for c in running if "log_monitor.py" in c]
+        time.sleep(2)  # a monitor killed with SIGTERM would now be reported to the driver as failed
+        assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
+        assert [n["Alive"] for n in ray.nodes()] == [True]
+    finally:
+        ray.shutdown()
+    deadline = time.time() + 10
+    while children() and time.time() < deadline:
+        time.sleep(0.2)
+    assert children() == []

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from training.checkpoint_codec import save_to_array
+
 CHECKPOINT_FORMAT_VERSION = 1
 _CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
 
@@ -100,18 +102,14 @@ def encode_checkpoint(state: dict, window_id: int | None = None) -> np.ndarray:
     buffer. The learner actor calls this, so the driver, which only writes the bytes, needs no torch.
     An array rather than ``bytes``: Ray moves it out of band, so the driver writes the object store's
     copy as it is, and neither side holds a second copy of a checkpoint (tens of MB with the envs'
-    state) at its peak."""
-    import torch
-
+    state) at its peak; large arrays are written as tensor records (``training.checkpoint_codec``)."""
     payload = dict(state)
     version = payload.setdefault("format_version", CHECKPOINT_FORMAT_VERSION)
     if version != CHECKPOINT_FORMAT_VERSION:
         raise ValueError(f"checkpoint format_version {version!r} != {CHECKPOINT_FORMAT_VERSION}")
     if window_id is not None:
         payload.setdefault("window_id", int(window_id))
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    return np.frombuffer(buf.getbuffer(), dtype=np.uint8)
+    return save_to_array(payload)
 
 
 def default_run_id(now: _dt.datetime | None = None, cwd: str | os.PathLike | None = None) -> str:

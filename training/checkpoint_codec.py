@@ -1,0 +1,60 @@
+"""``torch.save`` into memory, with large NumPy arrays written the way tensors are.
+
+``torch.save`` pickles a NumPy array in-band: its bytes are copied into the pickle stream, the
+whole stream is copied again before it goes into the zip archive, and both grow by reallocation.
+A checkpoint of the prospector preset holds ~11 MB of env state in arrays (the runners' games),
+and encoding it peaked at ~67 MB of extra memory in the learner, on top of the learner's own
+(docs/BENCHMARKS.md). Here each large array is pickled as a tensor over the same memory
+(``torch.from_numpy``, no copy), which ``torch.save`` writes as its own archive record straight
+from that memory, and rebuilt as a NumPy array when the file is loaded: the peak falls to the
+output buffer (~17 MB). What a checkpoint holds when loaded is unchanged (the same arrays, dtypes
+and shapes); files written before this load as before.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import types
+import warnings
+
+import numpy as np
+
+# Smaller arrays stay in-band: one archive record each would cost more than it saves.
+MIN_RECORD_BYTES = 1 << 16
+# Dtypes torch.from_numpy maps exactly (torch's unsigned types beyond uint8 are partial).
+_TORCH_DTYPES = frozenset(np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.int16, np.int32,
+                                               np.int64, np.float16, np.float32, np.float64))
+
+
+def array_from_tensor(tensor) -> np.ndarray:
+    """Unpickling side; the name is part of the file format (files name it), keep it."""
+    return tensor.numpy()
+
+
+class _ArrayAsTensorPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if (type(obj) is np.ndarray and obj.nbytes >= MIN_RECORD_BYTES and obj.dtype in _TORCH_DTYPES
+                and obj.flags.c_contiguous):
+            import torch
+
+            with warnings.catch_warnings():  # object-store views are read-only; this only reads them
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                return array_from_tensor, (torch.from_numpy(obj),)
+        return NotImplemented
+
+
+# torch.save(pickle_module=...) takes a module; it subclasses its Pickler to add tensor records.
+_PICKLE_MODULE = types.ModuleType("checkpoint_pickle")
+_PICKLE_MODULE.Pickler = _ArrayAsTensorPickler
+_PICKLE_MODULE.Unpickler = pickle.Unpickler
+_PICKLE_MODULE.load = pickle.load
+
+
+def save_to_array(obj) -> np.ndarray:
+    """``torch.save(obj)``'s file contents as a uint8 array over the encoder's own buffer."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf, pickle_module=_PICKLE_MODULE)
+    return np.frombuffer(buf.getbuffer(), dtype=np.uint8)
