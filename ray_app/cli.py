@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         cause = getattr(e, "cause", None)  # Ray wraps errors raised inside actors
         print(f"error: {cause if isinstance(cause, BaseException) else e}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:  # outside a run's own handlers (before it starts, after it ends)
+        print("interrupted", file=sys.stderr)
+        return 130
     return USAGE_ERROR
 
 

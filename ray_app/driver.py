@@ -141,6 +141,16 @@ def train(cfg: TrainConfig) -> dict:
     started_ray = _start_ray(cfg)
     state.joined_cluster = bool(cfg.address or os.environ.get("RAY_ADDRESS"))
     previous_handlers = _install_signal_handlers(state)
+    try:
+        return _run(cfg, store, state, started_ray)
+    finally:
+        # Only once everything is shut down and written: a second signal during Ray's shutdown or
+        # the final writes must still exit at once (130), not meet the host's handler.
+        for s, h in previous_handlers.items():
+            signal.signal(s, h)
+
+
+def _run(cfg: TrainConfig, store: RunStore, state: RunState, started_ray: bool) -> dict:
     meta = store.read_metadata() if cfg.resume else new_metadata(
         cfg.run_id, cfg.trainer_backend, cfg.total_env_steps, cfg.window_env_steps, extra=dict(
             ray_address=ray.get_runtime_context().gcs_address,
@@ -178,8 +188,6 @@ def train(cfg: TrainConfig) -> dict:
         store.write_metadata(metadata_finished(meta, "failed", error=describe(e)))
         raise
     finally:
-        for s, h in previous_handlers.items():
-            signal.signal(s, h)
         sink.finish()
         if started_ray:
             ray.shutdown()

@@ -132,12 +132,16 @@ def test_sigint_stops_cleanly_and_resume_completes(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["total_env_steps"] == 400000, "config.json never rewritten"
 
 
-def test_second_sigint_exits_at_once_without_corrupting_files(tmp_path):
+@pytest.mark.parametrize("gap_s", [0.05, 0.3])
+def test_second_sigint_exits_at_once_without_corrupting_files(tmp_path, gap_s):
+    """Exit code 130 wherever the second signal lands: inside the round (0.05 s) or while Ray shuts
+    down after the final checkpoint (~0.3 s here; exit code 1 when the run put the host's handler
+    back before shutting Ray down: the whole suite once hit it with 0.05 s on a loaded machine)."""
     run_dir = tmp_path / "r"
     proc = start(*SMALL, "--total-env-steps", "400000", "--run-root", str(tmp_path), "--run-id", "r")
     wait_for_window(run_dir, proc)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    time.sleep(gap_s)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -54,8 +54,11 @@ def test_embedded_ray_runs_without_its_unused_head_services():
 
     from ray_app.local_ray import start_local_ray
 
+    earlier = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. a wandb service
+
     def children() -> list[str]:
-        return [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True) if p.is_running()]
+        procs = psutil.Process().children(recursive=True)
+        return [" ".join(p.cmdline()) for p in procs if p.pid not in earlier and p.is_running()]
 
     try:
         assert start_local_ray(num_cpus=1) == ["monitor", "dashboard"]
