@@ -28,14 +28,19 @@ from torch import nn
 SPEC_VERSION = 1
 
 
-class _TanhViaFloat32(torch.autograd.Function):
-    """tanh of a bfloat16 CPU tensor through torch's float32 kernel, which rounds to the same bits:
-    torch's bfloat16 CPU kernel is ~2.4x slower (1.64 vs 0.69 ms for 4,096 x 256 on 2 threads), and
-    the four tanh layers of a 256,256 actor-critic were ~25% of a bfloat16 update."""
+class _TanhViaNumPy(torch.autograd.Function):
+    """tanh of a CPU tensor through NumPy's SIMD kernel. This torch build's CPU tanh does not
+    vectorize: 2.7-2.8 ms for 4,096 x 256 floats on one core here, against 0.44 ms for NumPy's
+    (and 0.46 ms for torch's own sigmoid). The four tanh layers of a 256,256 actor-critic made a
+    bfloat16 update 25-35% slower and the runner's inference ~10% (docs/BENCHMARKS.md).
+    NumPy's float32 tanh is within 1 ulp of the correctly rounded value (torch's is correctly
+    rounded almost everywhere), elementwise and the same wherever a value sits in the batch, so
+    runners and the learner still compute identical log-probs in sync mode. bfloat16 goes through
+    float32 and is rounded back."""
 
     @staticmethod
     def forward(ctx, x):
-        y = torch.tanh(x.float()).to(x.dtype)
+        y = torch.from_numpy(np.tanh(x.detach().float().contiguous().numpy())).to(x.dtype)
         ctx.save_for_backward(y)
         return y
 
@@ -46,12 +51,12 @@ class _TanhViaFloat32(torch.autograd.Function):
 
 
 class Tanh(nn.Module):
-    """``nn.Tanh``, bit for bit, but faster under bfloat16 autocast on CPU (``_TanhViaFloat32``).
-    It has no parameters, so state dicts are those of ``nn.Tanh`` models."""
+    """``nn.Tanh``, faster on CPU (``_TanhViaNumPy``); torch's own kernel elsewhere. It has no
+    parameters, so state dicts are those of ``nn.Tanh`` models."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
-            return _TanhViaFloat32.apply(x)
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
+            return _TanhViaNumPy.apply(x)
         return torch.tanh(x)
 
 
