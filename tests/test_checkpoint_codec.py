@@ -4,6 +4,7 @@ and encoding no longer copies them several times over."""
 import io
 import tracemalloc
 import warnings
+import zipfile
 
 import numpy as np
 import torch
@@ -46,8 +47,6 @@ def test_arrays_come_back_identical_in_type_dtype_shape_and_sharing():
 
 def test_large_arrays_are_archive_records_not_pickle_bytes():
     state = {"a": np.zeros(MIN_RECORD_BYTES // 4, np.float32), "b": np.zeros(10, np.float32)}
-    import zipfile
-
     with zipfile.ZipFile(io.BytesIO(save_to_array(state).tobytes())) as z:
         records = [n for n in z.namelist() if "/data/" in n]
         pickle_size = next(z.getinfo(n).file_size for n in z.namelist() if n.endswith("data.pkl"))

@@ -44,11 +44,9 @@ class _ArrayAsTensorPickler(pickle.Pickler):
         return NotImplemented
 
 
-# torch.save(pickle_module=...) takes a module; it subclasses its Pickler to add tensor records.
+# torch.save(pickle_module=...) takes a module and uses only its Pickler (subclassed to add tensor records).
 _PICKLE_MODULE = types.ModuleType("checkpoint_pickle")
 _PICKLE_MODULE.Pickler = _ArrayAsTensorPickler
-_PICKLE_MODULE.Unpickler = pickle.Unpickler
-_PICKLE_MODULE.load = pickle.load
 
 
 def save_to_array(obj) -> np.ndarray:
