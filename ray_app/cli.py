@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from ray_app.cli_tools import add_tool_parsers, run_tool
@@ -59,8 +60,17 @@ def run_train(ns: argparse.Namespace) -> int:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from ray_app.driver import train  # imports Ray: only once the config is known to be valid
 
+    # The run has its own handlers (finish the round, checkpoint; a second signal exits at once) and
+    # puts back the ones it found when it ends; this one then catches a signal that lands while the
+    # process winds down (Ray's exit hooks take a while): exit 130 at once, not a traceback.
+    signal.signal(signal.SIGINT, _exit_interrupted)
     meta = train(cfg)
     return 0 if meta["status"] == "completed" else 130
+
+
+def _exit_interrupted(signum, frame):
+    print("\ninterrupted", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         cause = getattr(e, "cause", None)  # Ray wraps errors raised inside actors
         print(f"error: {cause if isinstance(cause, BaseException) else e}", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:  # outside a run's own handlers (before it starts, after it ends)
+    except KeyboardInterrupt:  # the tools (eval, plot, replay): Ctrl-C ends them with 130, no traceback
         print("interrupted", file=sys.stderr)
         return 130
     return USAGE_ERROR

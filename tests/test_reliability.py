@@ -134,9 +134,11 @@ def test_sigint_stops_cleanly_and_resume_completes(tmp_path):
 
 @pytest.mark.parametrize("gap_s", [0.05, 0.3])
 def test_second_sigint_exits_at_once_without_corrupting_files(tmp_path, gap_s):
-    """Exit code 130 wherever the second signal lands: inside the round (0.05 s) or while Ray shuts
-    down after the final checkpoint (~0.3 s here; exit code 1 when the run put the host's handler
-    back before shutting Ray down: the whole suite once hit it with 0.05 s on a loaded machine)."""
+    """An interrupted exit wherever the second signal lands: inside the round (0.05 s) or while Ray
+    shuts down after the final checkpoint (~0.3 s here; exit code 1 when the run put the host's
+    handler back before shutting Ray down: the whole suite once hit it with 0.05 s on a loaded
+    machine). 130, or death by SIGINT itself when the signal lands in the interpreter's own
+    teardown, after every file is written (Python puts the default handler back there)."""
     run_dir = tmp_path / "r"
     proc = start(*SMALL, "--total-env-steps", "400000", "--run-root", str(tmp_path), "--run-id", "r")
     wait_for_window(run_dir, proc)
@@ -144,7 +146,7 @@ def test_second_sigint_exits_at_once_without_corrupting_files(tmp_path, gap_s):
     time.sleep(gap_s)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode in (130, -signal.SIGINT)
     meta, rows = read_run(run_dir)  # both still parse
     assert rows and meta["run_id"] == "r"
     assert not list(run_dir.rglob("*.tmp*")), "no temp file left where a reader looks"
