@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         cause = getattr(e, "cause", None)  # Ray wraps errors raised inside actors
         print(f"error: {cause if isinstance(cause, BaseException) else e}", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:  # the tools (eval, plot, replay): Ctrl-C ends them with 130, no traceback
+    except KeyboardInterrupt:  # the tools, and train before its handler is set: 130, no traceback
         print("interrupted", file=sys.stderr)
         return 130
     return USAGE_ERROR

@@ -32,7 +32,7 @@ class _TanhViaNumPy(torch.autograd.Function):
     """tanh of a CPU tensor through NumPy's SIMD kernel. This torch build's CPU tanh does not
     vectorize: 2.7-2.8 ms for 4,096 x 256 floats on one core here, against 0.44 ms for NumPy's
     (and 0.46 ms for torch's own sigmoid). The four tanh layers of a 256,256 actor-critic made a
-    bfloat16 update 25-35% slower and the runner's inference ~10% (docs/BENCHMARKS.md).
+    bfloat16 update 25-35% slower and a runner's rollout 5-20% (docs/BENCHMARKS.md).
     NumPy's float32 tanh is within 1 ulp of the correctly rounded value (torch's is correctly
     rounded almost everywhere), elementwise and the same wherever a value sits in the batch, so
     runners and the learner still compute identical log-probs in sync mode. bfloat16 goes through
