@@ -359,7 +359,7 @@ def _extra_metrics(lag, losses, wait_sample_s: float, wait_learn_s: float) -> di
     if lag is None:
         return None
     extra = {"policy_lag": lag, "round_wait_sample_s": wait_sample_s, "round_wait_learn_s": wait_learn_s}
-    for key in ("distill_loss", "teacher_played", "learner_shared_s"):
+    for key in ("distill_loss", "teacher_played", "rollin_share", "learner_shared_s"):
         if key in losses:
             extra[key] = losses[key]
     return extra

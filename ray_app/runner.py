@@ -45,7 +45,9 @@ class EnvRunner:
             teacher = BOTS[cfg.kickstart_teacher]
         # overlapped mode: the learner computes the values itself (V-trace), so the critic is skipped here
         self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env,
-                                          teacher=teacher, step_values=not cfg.async_rollouts)
+                                          teacher=teacher, step_values=not cfg.async_rollouts,
+                                          rollin_max=cfg.kickstart_rollin_steps,
+                                          rollin_prob=cfg.kickstart_rollin_prob)
         self.learns = cfg.trainer_backend == "puffer_ppo"
         self.version = -1
 

@@ -80,7 +80,8 @@ def test_derived_values():
 
 def test_kickstart_teacher_from_preset_can_be_switched_off():
     assert parse("--env", "prospector").kickstart_teacher == "cautious_scanner"
-    assert parse("--env", "prospector", "--kickstart-teacher", "none").kickstart_teacher is None
+    off = parse("--env", "prospector", "--kickstart-teacher", "none")
+    assert off.kickstart_teacher is None and off.kickstart_rollin_steps == 0  # the roll-ins go with it
     with pytest.raises(ConfigError) as e:
         parse("--env", "prospector", "--kickstart-teacher", "no_such_bot")
     assert e.value.flag == "--kickstart-teacher"
@@ -91,7 +92,21 @@ def test_kickstart_teacher_from_preset_can_be_switched_off():
 def test_kickstart_warmup_needs_a_teacher_and_ends_before_its_weight_does():
     assert parse("--env", "prospector", "--kickstart-warmup-steps", "100000").kickstart_warmup_steps == 100_000
     for bad in (["--kickstart-teacher", "none", "--kickstart-warmup-steps", "1000"],
-                ["--kickstart-warmup-steps", "4000000"], ["--kickstart-warmup-steps", "-5"]):
+                ["--kickstart-warmup-steps", str(ENV_PRESETS["prospector"]["kickstart_steps"])],
+                ["--kickstart-warmup-steps", "-5"]):
         with pytest.raises(ConfigError) as e:
             parse("--env", "prospector", *bad)
         assert e.value.flag == "--kickstart-warmup-steps", bad
+
+
+def test_kickstart_rollins_need_a_teacher_and_a_non_negative_length():
+    assert parse("--env", "prospector", "--kickstart-rollin-steps", "8000").kickstart_rollin_steps == 8000
+    for bad in (["--kickstart-teacher", "none", "--kickstart-rollin-steps", "1000"],
+                ["--kickstart-rollin-steps", "-5"]):
+        with pytest.raises(ConfigError) as e:
+            parse("--env", "prospector", *bad)
+        assert e.value.flag == "--kickstart-rollin-steps", bad
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(ConfigError) as e:
+            parse("--env", "prospector", "--kickstart-rollin-prob", bad)
+        assert e.value.flag == "--kickstart-rollin-prob", bad

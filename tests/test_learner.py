@@ -245,6 +245,27 @@ def test_teacher_driven_batch_trains_by_cloning_only():
     assert any(not np.array_equal(v, setup()[2].weights()[k]) for k, v in a.weights().items() if k.startswith("critic"))
 
 
+def test_rollin_steps_train_the_critic_but_not_the_policy_gradient():
+    """Steps the teacher played in a roll-in (``teacher_played``) are left out of the policy terms:
+    a round the teacher played throughout leaves the actor as it was (no distillation without a
+    teacher) while the critic learns, and a round half of it moves both."""
+    _, env, a, behaviour = setup()
+    batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    batch["teacher_played"] = np.ones_like(batch["valid"])
+    actor_before = {k: v for k, v in a.weights().items() if k.startswith("actor")}
+    metrics = a.learn([batch])
+    assert metrics["rollin_share"] == 1.0
+    for k, v in a.weights().items():
+        if k.startswith("actor"):
+            np.testing.assert_array_equal(v, actor_before[k], err_msg=k)
+        else:
+            assert not np.array_equal(v, behaviour.state_dict()[k].numpy()), k
+    _, _, b, _ = setup()
+    batch["teacher_played"][:16] = False
+    assert b.learn([batch])["rollin_share"] == 0.5
+    assert any(not np.array_equal(v, actor_before[k]) for k, v in b.weights().items() if k.startswith("actor"))
+
+
 def test_learn_uses_a_read_only_rollout_as_is():
     """One runner's rollout arrives as read-only object-store arrays; the learner shares them
     (no copy), so it must neither write into them nor warn about them, and it learns exactly what

@@ -236,6 +236,25 @@ def test_losses_ignore_invalid_entries(norm_adv):
         != pytest.approx(base["value_loss"].item())
 
 
+def test_pg_weights_limit_the_policy_terms_and_leave_the_value_loss_on_every_valid_entry():
+    """Roll-ins: an entry the teacher played (pg weight 0) still trains the critic, but adds
+    nothing to the policy loss, entropy, KL or clip fraction. Hand-computed on loss_inputs with
+    entry 3 the teacher's."""
+    pg = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    out = ppo_losses(**loss_inputs(), clip_coef=0.2, vf_clip_coef=0.2, norm_adv=False, pg_weights=pg)
+    assert out["policy_loss"].item() == pytest.approx((-1.2 + 0.8 + 1.1) / 3, rel=1e-6)
+    assert out["value_loss"].item() == pytest.approx(0.5 * (1.69 + 1 + 0 + 3.24) / 4, rel=1e-6)
+    assert out["entropy"].item() == pytest.approx(0.2, rel=1e-6)
+    kl = [(r - 1) - math.log(r) for r in (1.5, 0.5, 1.1)]
+    assert out["approx_kl"].item() == pytest.approx(sum(kl) / 3, rel=1e-5)
+    assert out["clipfrac"].item() == pytest.approx(2 / 3)
+    normed = ppo_losses(**loss_inputs(), clip_coef=0.2, vf_clip_coef=0.2, norm_adv=True, pg_weights=pg)
+    # advantages (1, -1, -1) normalised over the policy's entries only: mean -1/3, unbiased std sqrt(4/3)
+    a_n = [(a + 1 / 3) / math.sqrt(4 / 3) for a in (1.0, -1.0, -1.0)]
+    expected = [max(-a * r, -a * min(max(r, 0.8), 1.2)) for a, r in zip(a_n, (1.5, 0.5, 1.1))]
+    assert normed["policy_loss"].item() == pytest.approx(sum(expected) / 3, rel=1e-5)
+
+
 def test_explained_variance():
     # Var[R] = 14/9, Var[R - V] = 2/9 -> 1 - 1/7; the invalid 4th entry is ignored
     ev = explained_variance(torch.tensor([1.0, 2.0, 3.0, 100.0]), torch.tensor([1.0, 2.0, 4.0, -5.0]),

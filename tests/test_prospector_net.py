@@ -65,15 +65,16 @@ def test_mask_by_hand_at_the_station_and_in_the_field():
     assert action_mask(torch.from_numpy(field), encoder_spec("v1"))[0, A_CASH_OUT]  # v1 cashes out anywhere
 
 
-def _policy():
+def _policy(slots=True):
     env = ProspectorEnv(num_envs=1)
     torch.manual_seed(0)
     return build_policy(env.single_observation_space, env.single_action_space, hidden=(32, 32),
-                        encoder=encoder_spec("v2", slot_dim=8))
+                        encoder=encoder_spec("v2", slot_dim=8, slots=slots))
 
 
-def test_masked_actions_have_zero_probability_and_are_never_sampled():
-    policy = _policy()
+@pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
+def test_masked_actions_have_zero_probability_and_are_never_sampled(slots):
+    policy = _policy(slots)
     obs, a, _ = _visited_states(n=64, steps=20)
     x = torch.from_numpy(obs)
     mask = action_mask(x, policy.spec["encoder"])
@@ -86,10 +87,12 @@ def test_masked_actions_have_zero_probability_and_are_never_sampled():
     assert torch.allclose(entropy, torch.log(mask.sum(-1).float()), atol=0.05)  # near-uniform over allowed
 
 
-def test_spec_is_json_and_rebuilds_the_same_actor():
-    policy = _policy()
+@pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
+def test_spec_is_json_and_rebuilds_the_same_actor(slots):
+    policy = _policy(slots)
     spec = json.loads(json.dumps(policy.spec))
-    assert spec["encoder"]["kind"] == "prospector"
+    assert spec["encoder"]["kind"] == "prospector" and spec["encoder"]["slots"] is slots
+    assert hasattr(policy.actor, "slot") is slots  # the slot encoder only in the slot actor
     clone = policy_from_spec(spec)
     set_weights(clone, get_weights(policy))
     obs, _, _ = _visited_states(n=16, steps=5)
@@ -103,10 +106,11 @@ def test_actor_needs_the_prospector_spaces():
 
 
 def test_policy_arch_is_checked_against_the_env():
-    assert config_from_args({"env": "prospector"}).policy_arch == "mlp"  # opt-in: docs/BENCHMARKS.md
+    assert config_from_args({"env": "prospector"}).policy_arch == "masked_mlp"  # the preset's
     assert config_from_args({"env": "gym:CartPole-v1"}).policy_arch == "mlp"
-    with pytest.raises(ConfigError, match="--policy-arch"):
-        config_from_args({"env": "gym:CartPole-v1", "policy_arch": "prospector"})
+    for arch in ("prospector", "masked_mlp"):
+        with pytest.raises(ConfigError, match="--policy-arch"):
+            config_from_args({"env": "gym:CartPole-v1", "policy_arch": arch})
 
 
 def test_distillation_skips_teacher_actions_the_mask_rules_out():
@@ -127,3 +131,9 @@ def test_distillation_skips_teacher_actions_the_mask_rules_out():
                        generator=np.random.default_rng(0))
     # near-uniform start: -log(1/allowed) <= log(69) over the reachable teacher actions only
     assert np.isfinite(stats["distill_loss"]) and 0 < stats["distill_loss"] < np.log(N_ACTIONS)
+
+
+def test_specs_from_before_the_masked_mlp_rebuild_the_slot_actor():
+    spec = json.loads(json.dumps(_policy().spec))
+    del spec["encoder"]["slots"]
+    assert hasattr(policy_from_spec(spec).actor, "slot")

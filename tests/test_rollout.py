@@ -142,3 +142,48 @@ def test_teacher_driven_rollout_plays_the_teachers_actions():
     labelled, _ = RolloutCollector(make_vecenv("prospector", 8, seed=5), 40, seed=5, policy=policy,
                                    teacher=teacher).collect(teach=True)
     assert "driven" not in labelled and not np.array_equal(labelled["actions"], labelled["teacher_actions"])
+
+
+@pytest.mark.parametrize("prob", [1.0, 0.5])
+def test_rollins_let_the_teacher_play_the_first_drawn_decisions_of_every_episode(prob):
+    """Roll-ins: each episode's first h decisions are the teacher's, h drawn uniformly from
+    0..rollin_max, and set to 0 unless a uniform draw falls below the roll-in probability (one
+    draw per env at the start, then one per finished env, in env order, from the collector's own
+    stream). Those steps are marked, carry the teacher's action and log-prob 0, and each finished
+    episode reports how many of its decisions the teacher played."""
+    env = make_vecenv("training.envs.examples:countdown", 4, seed=0)  # episodes of 5, 6, 7, 5 steps
+    teacher = lambda obs: np.zeros(len(obs), dtype=np.int64)  # noqa: E731  (the policy always plays 1)
+    col = RolloutCollector(env, rollout_steps=30, seed=3, policy=ConstantValuePolicy(), teacher=teacher,
+                           rollin_max=4, rollin_prob=prob)
+    batch, episodes = col.collect(teach=True)
+    played = batch["teacher_played"]
+    np.testing.assert_array_equal(played, batch["actions"] == 0)
+    np.testing.assert_array_equal(batch["logprobs"][played], 0.0)
+
+    rng = np.random.default_rng([3, 0x5EED])  # the reference: replay the draws by hand
+
+    def draw(n):
+        h = rng.integers(0, 5, size=n)
+        return h if prob == 1.0 else np.where(rng.random(n) < prob, h, 0)
+
+    left = draw(4)
+    expected = np.zeros((30, 4), dtype=bool)
+    expected_eps = []
+    lengths = [5, 6, 7, 5]
+    step_in_episode = np.zeros(4, dtype=np.int64)
+    for t in range(30):
+        expected[t] = left > 0
+        left = left - expected[t]
+        step_in_episode += 1
+        done = step_in_episode == lengths
+        for i in np.flatnonzero(done):
+            expected_eps.append((i, int(expected[t - lengths[i] + 1:t + 1, i].sum())))
+        step_in_episode[done] = 0
+        left[done] = draw(int(done.sum()))
+    np.testing.assert_array_equal(played, expected)
+    assert 0 < played.mean() < 1
+    assert sorted(e["teacher_decisions"] for e in episodes) == sorted(d for _, d in expected_eps)
+
+    plain, _ = RolloutCollector(make_vecenv("training.envs.examples:countdown", 4, seed=0), 30, seed=3,
+                                        policy=ConstantValuePolicy(), teacher=teacher, rollin_max=4).collect(teach=False)
+    assert "teacher_played" not in plain and (plain["actions"] == 1).all()  # no roll-ins once the teacher is off

@@ -31,6 +31,9 @@ def join_rollouts(rollouts: list[dict]) -> dict:
     if all("teacher_actions" in r for r in rollouts):
         joined["teacher_actions"] = np.concatenate([r["teacher_actions"] for r in rollouts], axis=1)
     joined["driven"] = all(r.get("driven", False) for r in rollouts)
+    if any("teacher_played" in r for r in rollouts):  # roll-ins: per step, not whole rounds
+        joined["teacher_played"] = np.concatenate(
+            [r.get("teacher_played", np.zeros(r["valid"].shape, bool)) for r in rollouts], axis=1)
     return joined
 
 
@@ -57,10 +60,10 @@ def resolve_precision(requested: str, device: str) -> torch.dtype | None:
 
 def policy_encoder(cfg: TrainConfig) -> dict | None:
     """The env-specific actor --policy-arch asks for (None: the MLP)."""
-    if cfg.policy_arch == "prospector":
+    if cfg.policy_arch in ("prospector", "masked_mlp"):
         from training.prospector_net import encoder_spec
 
-        return encoder_spec(cfg.env_rules)
+        return encoder_spec(cfg.env_rules, slots=cfg.policy_arch == "prospector")
     return None
 
 
@@ -151,6 +154,8 @@ class PPOLearner:
             obs=obs, actions=actions, logprobs=behaviour_logprobs,
             values=flat(values), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
         )
+        if "teacher_played" in b:  # roll-ins: the teacher's steps train the critic and the distillation only
+            batch["pg_valid"] = flat(b["valid"] & ~b["teacher_played"], torch.float32)
         distill_coef = self.kickstart_coef()
         if distill_coef > 0 and "teacher_actions" in b:
             batch["teacher_actions"] = flat(b["teacher_actions"])
@@ -169,6 +174,8 @@ class PPOLearner:
         metrics["learning_rate"] = lr
         if cfg.kickstart_warmup_steps:
             metrics["teacher_played"] = float(driven)  # a window's mean: the share of its rounds
+        if "teacher_played" in b:
+            metrics["rollin_share"] = float(b["teacher_played"].mean())  # of the round's steps
         return metrics
 
     def _vtrace_columns(self, b: dict, cols, logprob: torch.Tensor, behaviour_logprob: torch.Tensor,

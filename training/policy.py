@@ -146,8 +146,7 @@ def _build_actor(spec: dict, out_dim: int) -> nn.Module:
     if spec.get("encoder") is None:
         obs_dim = int(np.prod(spec["obs_shape"], dtype=np.int64))
         return _mlp(obs_dim, list(spec["hidden"]), out_dim, 0.01, spec["activation"])
-    return _encoder_module(spec).ProspectorActor(spec["encoder"], list(spec["hidden"]),
-                                                  _ACTIVATIONS[spec["activation"]])
+    return _encoder_module(spec).build_actor(spec["encoder"], list(spec["hidden"]), _ACTIVATIONS[spec["activation"]])
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:

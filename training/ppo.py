@@ -125,14 +125,20 @@ def _wmean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns,
-               weights, clip_coef: float, vf_clip_coef: float, norm_adv: bool = True) -> dict:
+               weights, clip_coef: float, vf_clip_coef: float, norm_adv: bool = True, pg_weights=None) -> dict:
     """CleanRL's PPO losses as weighted means over entries with weights > 0.
 
     Returns tensors policy_loss, value_loss, entropy (differentiable) and approx_kl,
     clipfrac (detached diagnostics). Advantages are normalised over the valid entries
     of this minibatch with the unbiased std, as CleanRL's ``.std()`` does.
+    ``pg_weights`` (default ``weights``) restricts the policy terms (policy loss, entropy,
+    advantage normalisation, approx_kl, clipfrac) to the entries the policy itself acted on;
+    the value loss keeps ``weights``.
     """
     weights = weights.to(new_logprob.dtype)
+    value_weights = weights
+    if pg_weights is not None:
+        weights = pg_weights.to(new_logprob.dtype)
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
 
@@ -152,7 +158,7 @@ def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantag
         v_loss_max = torch.max(v_loss_unclipped, (v_clipped - returns) ** 2)
     else:
         v_loss_max = v_loss_unclipped
-    value_loss = 0.5 * _wmean(v_loss_max, weights)
+    value_loss = 0.5 * _wmean(v_loss_max, value_weights)
 
     with torch.no_grad():
         approx_kl = _wmean((ratio - 1.0) - logratio, weights)
@@ -209,6 +215,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     grad_norm is the mean pre-clip global norm (it can exceed max_grad_norm, the step
     cannot); explained_variance uses the pre-update values (NaN if returns are constant).
     max_grad_norm None or <= 0 disables clipping.
+    batch["pg_valid"] (optional, 0/1 per row) limits the policy terms to the rows the policy acted on
+    (``ppo_losses``' pg_weights): kickstarting's roll-ins, where the teacher played some steps.
     distill_coef > 0 with batch["teacher_actions"] adds kickstarting's distillation term,
     distill_coef * mean(-log pi(teacher action | s)) over valid entries.
     pg_coef 0 drops the clipped policy-gradient term (the kickstarting warm-up, where the batch's
@@ -233,6 +241,7 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
         if batch[k].shape[0] != batch_size:
             raise ValueError(f"batch[{k!r}] has {batch[k].shape[0]} rows, obs has {batch_size}")
     weights = batch["valid"].to(torch.float32)
+    pg_weights = batch["pg_valid"].to(torch.float32) if "pg_valid" in batch else None
     clip_norm = max_grad_norm if max_grad_norm is not None and max_grad_norm > 0 else float("inf")
     params = [p for p in policy.parameters() if p.requires_grad]
 
@@ -257,7 +266,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                     batch[key][idx] = t
             losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
-                                weights[idx], clip_coef, vf_clip_coef, norm_adv)
+                                weights[idx], clip_coef, vf_clip_coef, norm_adv,
+                                pg_weights=None if pg_weights is None else pg_weights[idx])
             loss = pg_coef * losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
             if distill:
                 teacher_logprob, _ = policy.logprob_entropy(dist_params, batch["teacher_actions"][idx])

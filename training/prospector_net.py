@@ -41,8 +41,9 @@ _SLOT_IN = AST_FIELDS + 2 * _N_COMMODITIES
 _MARGIN = 0.01  # credits: the observation's log scale rounds to ~1e-5 relative
 
 
-def encoder_spec(rules="v2", slot_dim: int = 32) -> dict:
-    """The JSON-serialisable part of a policy spec that rebuilds this actor."""
+def encoder_spec(rules="v2", slot_dim: int = 32, slots: bool = True) -> dict:
+    """The JSON-serialisable part of a policy spec that rebuilds this actor. ``slots`` False: the
+    plain MLP actor over the flat observation, with the action mask only."""
     r = get_rules(rules)
     costs = np.zeros(N_ACTIONS, np.float64)
     costs[[A_FUEL_S, A_FUEL_M, A_FUEL_L]] = r.fuel_pack_costs
@@ -51,6 +52,7 @@ def encoder_spec(rules="v2", slot_dim: int = 32) -> dict:
     return {
         "kind": "prospector",
         "slot_dim": int(slot_dim),
+        "slots": bool(slots),
         "costs": [float(c) for c in costs],
         "cash_out_station_only": bool(r.cash_out_station_only),
     }
@@ -93,6 +95,30 @@ def action_mask(obs: torch.Tensor, encoder: dict) -> torch.Tensor:
     if encoder["cash_out_station_only"]:
         m[:, A_CASH_OUT] = at
     return m
+
+
+class MaskedMLPActor(nn.Module):
+    """obs (B, 260) -> the flat MLP's logits (B, 69), masked as ``action_mask`` says."""
+
+    def __init__(self, encoder: dict, hidden: list[int], activation: type[nn.Module]):
+        super().__init__()
+        self.encoder = encoder
+        layers: list[nn.Module] = []
+        in_dim = OBS_DIM
+        for h in hidden:
+            layers += [orthogonal_linear(in_dim, h, math.sqrt(2.0)), activation()]
+            in_dim = h
+        layers.append(orthogonal_linear(in_dim, N_ACTIONS, 0.01))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x).float().masked_fill(~action_mask(x, self.encoder), MASKED_LOGIT)
+
+
+def build_actor(encoder: dict, hidden: list[int], activation: type[nn.Module]) -> nn.Module:
+    """The actor an encoder spec asks for (specs written before ``slots`` existed have slots)."""
+    cls = ProspectorActor if encoder.get("slots", True) else MaskedMLPActor
+    return cls(encoder, hidden, activation)
 
 
 class ProspectorActor(nn.Module):

@@ -37,7 +37,7 @@ def random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
 
 class RolloutCollector:
     def __init__(self, vecenv, rollout_steps: int, seed: int, policy=None, env_name: str = "env", teacher=None,
-                 step_values: bool = True):
+                 step_values: bool = True, rollin_max: int = 0, rollin_prob: float = 1.0):
         self.env = vecenv
         self.env_name = env_name
         self.num_envs = vecenv.num_agents
@@ -61,6 +61,15 @@ class RolloutCollector:
         self.pending_reset = np.zeros(self.num_envs, dtype=bool)
         self.ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        # Roll-ins (jump-start RL): while teaching, the teacher plays the first U{0..rollin_max}
+        # decisions of each episode, so the policy also acts from states deep into long episodes,
+        # which its own early play would not reach within a short run. Own stream: roll-in draws
+        # never shift the action sampling.
+        self.rollin_max = int(rollin_max) if teacher is not None else 0
+        self.rollin_prob = float(rollin_prob)
+        self.rollin_rng = np.random.default_rng([seed, 0x5EED])
+        self.rollin_left = self._draw_rollins(self.num_envs)
+        self.ep_teacher = np.zeros(self.num_envs, dtype=np.int64)
 
     # ---------------------------------------------------------------- helpers
     def _check_obs(self, obs, where: str) -> None:
@@ -83,6 +92,14 @@ class RolloutCollector:
             env_action = np.clip(action, self.act_space.low, self.act_space.high)
         return action, env_action, logprob.numpy().astype(np.float32), value.numpy().astype(np.float32)
 
+    def _draw_rollins(self, n: int) -> np.ndarray:
+        if not self.rollin_max:
+            return np.zeros(n, dtype=np.int64)
+        lengths = self.rollin_rng.integers(0, self.rollin_max + 1, size=n)
+        if self.rollin_prob < 1.0:
+            lengths[self.rollin_rng.random(n) >= self.rollin_prob] = 0
+        return lengths
+
     def _values(self, obs: np.ndarray) -> np.ndarray:
         if self.policy is None or len(obs) == 0:
             return np.zeros(len(obs), dtype=np.float32)
@@ -95,7 +112,9 @@ class RolloutCollector:
         """Returns (batch of (T, N, ...) arrays, finished episodes' metrics). With ``teach``, the
         teacher's actions on the same observations come back as ``teacher_actions``; with
         ``teach="drive"`` the teacher also plays them (they are the recorded ``actions``, and the
-        batch is marked ``driven``): the kickstarting warm-up clones the teacher on its own states."""
+        batch is marked ``driven``): the kickstarting warm-up clones the teacher on its own states.
+        With roll-ins (``rollin_max``) and ``teach``, the steps the teacher played are marked in
+        ``teacher_played`` (T, N); their recorded log-prob is 0, the deterministic teacher's own."""
         T, N = self.rollout_steps, self.num_envs
         obs_buf = np.empty((T, N, *self.obs_space.shape), dtype=self.obs.dtype)
         act_shape = self._act_shape
@@ -111,6 +130,8 @@ class RolloutCollector:
         drive = teach == "drive" and self.teacher is not None
         teach = bool(teach) and self.teacher is not None
         teacher_actions = np.empty((T, N, *act_shape), dtype=act_dtype) if teach else None
+        rollin = teach and not drive and self.rollin_max > 0
+        teacher_played = np.zeros((T, N), dtype=bool) if rollin else None
         episodes: list[dict] = []
 
         for t in range(T):
@@ -120,6 +141,12 @@ class RolloutCollector:
                 teacher_actions[t] = self.teacher(self.obs)
             if drive:
                 action = env_action = teacher_actions[t]
+            elif rollin and (self.rollin_left > 0).any():
+                played = teacher_played[t] = self.rollin_left > 0
+                action = env_action = np.where(played, teacher_actions[t], action)
+                logprobs[t][played] = 0.0
+                self.rollin_left[played] -= 1
+                self.ep_teacher += played
             actions[t] = action
             valid[t] = ~self.pending_reset
             obs, rew, term, trunc, infos = self.env.step(env_action)
@@ -136,6 +163,8 @@ class RolloutCollector:
                 else:
                     final_values[t, idx] = values[t, idx]
             self._account(t, rewards[t], terminals[t], truncations[t], valid[t], infos, episodes)
+            if rollin and done.any():  # native envs: a finished env starts its next episode now
+                self.rollin_left[done] = self._draw_rollins(int(done.sum()))
             if not self.native_reset:
                 self.pending_reset = done.copy()
             self.obs = np.array(obs, copy=True)
@@ -158,6 +187,8 @@ class RolloutCollector:
             batch["teacher_actions"] = teacher_actions
         if drive:
             batch["driven"] = True
+        if rollin:
+            batch["teacher_played"] = teacher_played
         return batch, episodes
 
     # ---------------------------------------------------------------- exact resume
@@ -172,6 +203,8 @@ class RolloutCollector:
             ep_length=self.ep_length.copy(), numpy_rng=self.rng.bit_generator.state,
             # as NumPy: whoever fetches this state (the learner, writing a checkpoint) needs no torch
             torch_rng=self.torch_gen.get_state().numpy(), env=self.env.get_state() if self.exact_state else None,
+            rollin_rng=self.rollin_rng.bit_generator.state, rollin_left=self.rollin_left.copy(),
+            ep_teacher=self.ep_teacher.copy(),
         )
 
     def load_state_dict(self, state: dict) -> bool:
@@ -187,6 +220,10 @@ class RolloutCollector:
         self.pending_reset = state["pending_reset"].copy()
         self.ep_return = state["ep_return"].copy()
         self.ep_length = state["ep_length"].copy()
+        if "rollin_rng" in state:  # checkpoints from before roll-ins have none
+            self.rollin_rng.bit_generator.state = state["rollin_rng"]
+            self.rollin_left = state["rollin_left"].copy()
+            self.ep_teacher = state["ep_teacher"].copy()
         return True
 
     def _account(self, t, rew, term, trunc, valid, infos, episodes) -> None:
@@ -201,6 +238,9 @@ class RolloutCollector:
                   if k != "env_index" and isinstance(v, (int, float, np.number))}
             ep.update(episode_return=float(self.ep_return[i]), episode_length=int(self.ep_length[i]),
                       terminated=int(term[i]), truncated=int(trunc[i] and not term[i]))
+            if self.rollin_max:
+                ep["teacher_decisions"] = int(self.ep_teacher[i])
             episodes.append(ep)
         self.ep_return[done] = 0.0
         self.ep_length[done] = 0
+        self.ep_teacher[done] = 0
