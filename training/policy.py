@@ -143,10 +143,15 @@ def _encoder_module(spec: dict):
 
 
 def _build_actor(spec: dict, out_dim: int) -> nn.Module:
-    if spec.get("encoder") is None:
-        obs_dim = int(np.prod(spec["obs_shape"], dtype=np.int64))
-        return _mlp(obs_dim, list(spec["hidden"]), out_dim, 0.01, spec["activation"])
-    return _encoder_module(spec).build_actor(spec["encoder"], list(spec["hidden"]), _ACTIVATIONS[spec["activation"]])
+    obs_dim = int(np.prod(spec["obs_shape"], dtype=np.int64))
+    mlp = lambda: _mlp(obs_dim, list(spec["hidden"]), out_dim, 0.01, spec["activation"])  # noqa: E731
+    encoder = spec.get("encoder")
+    if encoder is None:
+        return mlp()
+    module = _encoder_module(spec)
+    if not encoder.get("slots", True):  # specs written before "slots" existed are slot actors
+        return module.MaskedMLPActor(encoder, mlp())
+    return module.ProspectorActor(encoder, list(spec["hidden"]), _ACTIVATIONS[spec["activation"]])
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:

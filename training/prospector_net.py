@@ -98,27 +98,15 @@ def action_mask(obs: torch.Tensor, encoder: dict) -> torch.Tensor:
 
 
 class MaskedMLPActor(nn.Module):
-    """obs (B, 260) -> the flat MLP's logits (B, 69), masked as ``action_mask`` says."""
+    """obs (B, 260) -> the logits (B, 69) of the plain actor MLP ``mlp``, masked as ``action_mask`` says."""
 
-    def __init__(self, encoder: dict, hidden: list[int], activation: type[nn.Module]):
+    def __init__(self, encoder: dict, mlp: nn.Module):
         super().__init__()
         self.encoder = encoder
-        layers: list[nn.Module] = []
-        in_dim = OBS_DIM
-        for h in hidden:
-            layers += [orthogonal_linear(in_dim, h, math.sqrt(2.0)), activation()]
-            in_dim = h
-        layers.append(orthogonal_linear(in_dim, N_ACTIONS, 0.01))
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x).float().masked_fill(~action_mask(x, self.encoder), MASKED_LOGIT)
-
-
-def build_actor(encoder: dict, hidden: list[int], activation: type[nn.Module]) -> nn.Module:
-    """The actor an encoder spec asks for (specs written before ``slots`` existed have slots)."""
-    cls = ProspectorActor if encoder.get("slots", True) else MaskedMLPActor
-    return cls(encoder, hidden, activation)
 
 
 class ProspectorActor(nn.Module):
