@@ -153,12 +153,17 @@ def test_rollins_let_the_teacher_play_the_first_drawn_decisions_of_every_episode
     episode reports how many of its decisions the teacher played."""
     env = make_vecenv("training.envs.examples:countdown", 4, seed=0)  # episodes of 5, 6, 7, 5 steps
     teacher = lambda obs: np.zeros(len(obs), dtype=np.int64)  # noqa: E731  (the policy always plays 1)
-    col = RolloutCollector(env, rollout_steps=30, seed=3, policy=ConstantValuePolicy(), teacher=teacher,
+    class Policy(ConstantValuePolicy):  # log-prob -0.5 for its own action, so the teacher's 0 shows
+        def act(self, obs, deterministic=False, generator=None, with_value=True):
+            action, _, value = super().act(obs)
+            return action, torch.full((obs.shape[0],), -0.5), value
+
+    col = RolloutCollector(env, rollout_steps=30, seed=3, policy=Policy(), teacher=teacher,
                            rollin_max=4, rollin_prob=prob)
     batch, episodes = col.collect(teach=True)
     played = batch["teacher_played"]
     np.testing.assert_array_equal(played, batch["actions"] == 0)
-    np.testing.assert_array_equal(batch["logprobs"][played], 0.0)
+    np.testing.assert_array_equal(batch["logprobs"], np.where(played, 0.0, -0.5))
 
     rng = np.random.default_rng([3, 0x5EED])  # the reference: replay the draws by hand
 
@@ -187,3 +192,27 @@ def test_rollins_let_the_teacher_play_the_first_drawn_decisions_of_every_episode
     plain, _ = RolloutCollector(make_vecenv("training.envs.examples:countdown", 4, seed=0), 30, seed=3,
                                         policy=ConstantValuePolicy(), teacher=teacher, rollin_max=4).collect(teach=False)
     assert "teacher_played" not in plain and (plain["actions"] == 1).all()  # no roll-ins once the teacher is off
+
+
+def test_rollin_state_survives_a_checkpoint():
+    """An exact resume continues the roll-ins where they were: the restored collector's next
+    round equals the original's, teacher-played steps included."""
+    from training.envs.bots import BOTS
+    from training.policy import build_policy
+
+    def collector():
+        env = make_vecenv("prospector", 4, seed=9)
+        torch.manual_seed(0)
+        policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+        return RolloutCollector(env, 16, seed=9, policy=policy, teacher=BOTS["cautious_scanner"], rollin_max=24)
+
+    first = collector()
+    first.collect(teach=True)
+    state = first.state_dict()
+    expected, _ = first.collect(teach=True)
+    resumed = collector()
+    assert resumed.load_state_dict(state)
+    got, _ = resumed.collect(teach=True)
+    assert expected["teacher_played"].any() and not expected["teacher_played"].all()
+    for key in ("teacher_played", "actions", "obs"):
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
