@@ -52,8 +52,8 @@ def _train_flags(spec: dict) -> dict:
         ppo_num_minibatches=spec["minibatches"], ppo_update_epochs=spec["epochs"],
         policy_hidden=",".join(str(h) for h in spec["hidden"]), async_rollouts=bool(spec.get("async")),
         run_root=spec["run_root"], run_id=spec["run_id"], seed=spec["seed"], wandb_mode="disabled",
-        # the same plain PPO as every other line: no teacher (the prospector preset kickstarts)
-        kickstart_teacher="none",
+        # the same plain PPO as every other line: no teacher, no bot prior (the prospector preset's)
+        kickstart_teacher="none", policy_prior="none",
         learner_precision=spec.get("precision", "float32"),
         **({"learner_num_cpus": spec["learner_cpus"]} if spec.get("learner_cpus") else {}),
     )

@@ -57,7 +57,7 @@ def profile(args, threads: int, precision: str) -> dict:
     flags = dict(env=args.env, ppo_num_envs=args.num_envs, ppo_rollout_steps=args.rollout_steps,
                  ppo_num_minibatches=args.minibatches, ppo_update_epochs=args.epochs)
     cfg = config_from_args(dict({k: v for k, v in flags.items() if v is not None}, ppo_num_workers=1,
-                                total_env_steps=10**8, window_env_steps=10**6, kickstart_teacher="none",
+                                total_env_steps=10**8, window_env_steps=10**6, kickstart_teacher="none", policy_prior="none",
                                 learner_precision=precision))
     torch.set_num_threads(threads)
     env = make_vecenv(cfg.env, cfg.ppo_num_envs, seed=0)

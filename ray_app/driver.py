@@ -198,7 +198,10 @@ def _run(cfg: TrainConfig, store: RunStore, state: RunState, started_ray: bool) 
           f"run directory {store.run_dir}", flush=True)
     latest = meta.get("latest_checkpoint")
     if latest and cfg.trainer_backend != "random":
-        print(f"evaluate on held-out seeds: prospector eval --checkpoint {store.run_dir / latest['path']}", flush=True)
+        # a residual policy leans on its own sampling; its argmax is far worse (docs/BENCHMARKS.md)
+        mode = " --stochastic" if cfg.policy_prior else ""
+        print(f"evaluate on held-out seeds: prospector eval --checkpoint {store.run_dir / latest['path']}{mode}",
+              flush=True)
     return meta
 
 

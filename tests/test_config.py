@@ -78,31 +78,43 @@ def test_derived_values():
     assert TrainConfig(policy_hidden="64, 32").hidden_sizes == (64, 32)
 
 
-def test_kickstart_teacher_from_preset_can_be_switched_off():
-    assert parse("--env", "prospector").kickstart_teacher == "cautious_scanner"
-    off = parse("--env", "prospector", "--kickstart-teacher", "none")
+KICK = ("--kickstart-teacher", "cautious_scanner", "--kickstart-steps", "4000000")
+
+
+def test_a_presets_teacher_and_prior_can_be_switched_off(monkeypatch):
+    preset = dict(ENV_PRESETS["prospector"], kickstart_teacher="cautious_scanner", kickstart_steps=1000,
+                  kickstart_rollin_steps=500, policy_prior="greedy_miner")
+    monkeypatch.setitem(ENV_PRESETS, "prospector", preset)
+    on = parse("--env", "prospector")
+    assert (on.kickstart_teacher, on.kickstart_rollin_steps, on.policy_prior) == ("cautious_scanner", 500, "greedy_miner")
+    off = parse("--env", "prospector", "--kickstart-teacher", "none", "--policy-prior", "none")
     assert off.kickstart_teacher is None and off.kickstart_rollin_steps == 0  # the roll-ins go with it
+    assert off.policy_prior is None
+
+
+def test_kickstart_teacher_is_a_prospector_bot():
+    assert parse("--env", "prospector", *KICK).kickstart_teacher == "cautious_scanner"
     with pytest.raises(ConfigError) as e:
-        parse("--env", "prospector", "--kickstart-teacher", "no_such_bot")
+        parse("--env", "prospector", "--kickstart-teacher", "no_such_bot", "--kickstart-steps", "1000")
     assert e.value.flag == "--kickstart-teacher"
     with pytest.raises(ConfigError):
         parse("--env", "gym:Acrobot-v1", "--kickstart-teacher", "greedy_miner")
 
 
 def test_kickstart_warmup_needs_a_teacher_and_ends_before_its_weight_does():
-    assert parse("--env", "prospector", "--kickstart-warmup-steps", "100000").kickstart_warmup_steps == 100_000
-    for bad in (["--kickstart-teacher", "none", "--kickstart-warmup-steps", "1000"],
-                ["--kickstart-warmup-steps", str(ENV_PRESETS["prospector"]["kickstart_steps"])],
-                ["--kickstart-warmup-steps", "-5"]):
+    assert parse("--env", "prospector", *KICK, "--kickstart-warmup-steps", "100000").kickstart_warmup_steps == 100_000
+    for bad in (["--kickstart-warmup-steps", "1000"],
+                [*KICK, "--kickstart-warmup-steps", "4000000"],
+                [*KICK, "--kickstart-warmup-steps", "-5"]):
         with pytest.raises(ConfigError) as e:
             parse("--env", "prospector", *bad)
         assert e.value.flag == "--kickstart-warmup-steps", bad
 
 
 def test_kickstart_rollins_need_a_teacher_and_a_non_negative_length():
-    assert parse("--env", "prospector", "--kickstart-rollin-steps", "8000").kickstart_rollin_steps == 8000
-    for bad in (["--kickstart-teacher", "none", "--kickstart-rollin-steps", "1000"],
-                ["--kickstart-rollin-steps", "-5"]):
+    assert parse("--env", "prospector", *KICK, "--kickstart-rollin-steps", "8000").kickstart_rollin_steps == 8000
+    for bad in (["--kickstart-rollin-steps", "1000"],
+                [*KICK, "--kickstart-rollin-steps", "-5"]):
         with pytest.raises(ConfigError) as e:
             parse("--env", "prospector", *bad)
         assert e.value.flag == "--kickstart-rollin-steps", bad

@@ -15,6 +15,7 @@ from training.envs.prospector_consts import (
 )
 from training.policy import build_policy, get_weights, policy_from_spec, set_weights
 from training.ppo import ppo_update
+from training.envs.bots import BOTS
 from training.prospector_net import MASKED_LOGIT, action_mask, encoder_spec
 
 
@@ -65,11 +66,11 @@ def test_mask_by_hand_at_the_station_and_in_the_field():
     assert action_mask(torch.from_numpy(field), encoder_spec("v1"))[0, A_CASH_OUT]  # v1 cashes out anywhere
 
 
-def _policy(slots=True):
+def _policy(slots=True, prior=None, prior_logit=0.0):
     env = ProspectorEnv(num_envs=1)
     torch.manual_seed(0)
     return build_policy(env.single_observation_space, env.single_action_space, hidden=(32, 32),
-                        encoder=encoder_spec("v2", slot_dim=8, slots=slots))
+                        encoder=encoder_spec("v2", slot_dim=8, slots=slots, prior=prior, prior_logit=prior_logit))
 
 
 @pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
@@ -87,10 +88,12 @@ def test_masked_actions_have_zero_probability_and_are_never_sampled(slots):
     assert torch.allclose(entropy, torch.log(mask.sum(-1).float()), atol=0.05)  # near-uniform over allowed
 
 
+@pytest.mark.parametrize("prior", [None, "cautious_scanner"])
 @pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
-def test_spec_is_json_and_rebuilds_the_same_actor(slots):
-    policy = _policy(slots)
+def test_spec_is_json_and_rebuilds_the_same_actor(slots, prior):
+    policy = _policy(slots, prior, 5.0)
     spec = json.loads(json.dumps(policy.spec))
+    assert spec["encoder"].get("prior") == prior
     assert spec["encoder"]["kind"] == "prospector" and spec["encoder"]["slots"] is slots
     assert hasattr(policy.actor, "slot") is slots  # the slot encoder only in the slot actor
     clone = policy_from_spec(spec)
@@ -137,3 +140,43 @@ def test_specs_from_before_the_masked_mlp_rebuild_the_slot_actor():
     spec = json.loads(json.dumps(_policy().spec))
     del spec["encoder"]["slots"]
     assert hasattr(policy_from_spec(spec).actor, "slot")
+
+
+@pytest.mark.parametrize("bot", ["cautious_scanner", "greedy_miner"])
+@pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
+def test_prior_adds_its_logit_to_the_bots_action_only(slots, bot):
+    obs, _, _ = _visited_states(n=64, steps=20)
+    x = torch.from_numpy(obs)
+    plain, residual = _policy(slots), _policy(slots, bot, 3.5)  # the same seed: the same weights
+    a, b = get_weights(plain), get_weights(residual)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # the prior adds no weights
+    mask = action_mask(x, plain.spec["encoder"])
+    with torch.no_grad():
+        diff = torch.where(mask, residual(x)[0] - plain(x)[0], 0.0)
+    expected = np.zeros(diff.shape, np.float32)
+    bot_actions = BOTS[bot](obs)
+    expected[np.arange(len(obs)), bot_actions] = 3.5
+    expected[~mask.numpy()] = 0.0
+    assert (expected == 3.5).sum() > 0.9 * len(obs)  # the bots act almost always within the mask
+    assert np.allclose(diff.numpy(), expected, atol=1e-5)
+
+
+def test_an_untrained_residual_policy_plays_the_bot_at_argmax():
+    obs, _, _ = _visited_states(n=64, steps=20)
+    action, _, _ = _policy(False, "cautious_scanner", 5.0).act(torch.from_numpy(obs), deterministic=True)
+    same = action.numpy() == BOTS["cautious_scanner"](obs)
+    assert same.mean() > 0.9, same.mean()
+
+
+def test_policy_prior_flags_are_checked():
+    assert config_from_args({"env": "prospector", "policy_prior": "greedy_miner"}).policy_prior == "greedy_miner"
+    assert config_from_args({"env": "prospector", "policy_prior": "none"}).policy_prior is None
+    bad = [({"env": "prospector", "policy_prior": "no_such_bot"}, "--policy-prior"),
+           ({"env": "prospector", "policy_prior": "greedy_miner", "policy_arch": "mlp"}, "--policy-prior"),
+           ({"env": "gym:CartPole-v1", "policy_prior": "greedy_miner"}, "--policy-prior"),
+           ({"env": "prospector", "policy_prior_logit": 0.0}, "--policy-prior-logit"),
+           ({"env": "prospector", "policy_prior_logit": float("nan")}, "--policy-prior-logit")]
+    for values, name in bad:
+        with pytest.raises(ConfigError) as e:
+            config_from_args(values)
+        assert e.value.flag == name, values

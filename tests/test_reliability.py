@@ -181,7 +181,8 @@ def test_resume_replays_the_same_windows_as_an_uninterrupted_run(tmp_path):
     args = ["--env", "prospector", "--env-time-max", "300", "--ppo-num-envs", "8", "--ppo-num-workers", "2",
             "--ppo-rollout-steps", "64", "--ppo-num-minibatches", "2", "--ppo-update-epochs", "2",
             "--policy-hidden", "32,32", "--window-env-steps", "1024", "--total-env-steps", "4096",
-            "--kickstart-steps", "2048", "--seed", "3"]
+            "--kickstart-teacher", "cautious_scanner", "--kickstart-steps", "2048",
+            "--kickstart-rollin-steps", "200", "--kickstart-rollin-prob", "0.5", "--seed", "3"]
     res = run(*args, "--run-root", str(tmp_path), "--run-id", "a")
     assert res.returncode == 0, res.stderr[-3000:]
     _, uninterrupted = read_run(tmp_path / "a")

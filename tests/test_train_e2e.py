@@ -98,7 +98,9 @@ def test_ppo_run_writes_the_contract(tmp_path):
     for key in ("policy_state", "optimizer_state", "update_index", "numpy_rng", "torch_rng"):
         assert key in ckpt["learner"], key
     assert re.search(r"window +2 \| steps +6,144/6,144", out) and "completed" in out and str(run_dir) in out
-    assert f"prospector eval --checkpoint {run_dir / 'checkpoints' / 'ckpt_000002.pt'}" in out
+    # the preset's residual policy: its bot prior travels in the checkpoint, and it is measured sampling
+    assert ckpt["policy_spec"]["encoder"]["prior"] == "cautious_scanner"
+    assert f"prospector eval --checkpoint {run_dir / 'checkpoints' / 'ckpt_000002.pt'} --stochastic" in out
 
     # evaluation replays beside training: one per checkpoint, indexed, valid against the schema
     from training.replays import validate_replay

@@ -60,6 +60,8 @@ class TrainConfig:
     ppo_reward_scale: float = 1.0
     policy_hidden: str = "256,256"
     policy_arch: str = "mlp"
+    policy_prior: str | None = None
+    policy_prior_logit: float = 5.0
     async_rollouts: bool = False
     kickstart_teacher: str | None = None
     kickstart_coef: float = 1.0
@@ -127,15 +129,13 @@ class TrainConfig:
 # well-known tuned PPO settings for it (small batches, many epochs, no entropy bonus); they solve
 # it well inside 200k steps. The prospector preset is sized for the 2-core `make run` (~5 min).
 # From scratch, PPO there falls into the cash-out-at-once local optimum within a few million steps
-# (docs/BENCHMARKS.md, "Learning"); kickstarting from the cautious scanner gets past it, and the
-# 0.1 reward scale (sales pay tens per step) lets the unclipped value function keep up. gamma is
-# near 1 because the v2 terminal bonus grows with credits: with a ~200-decision horizon (0.995)
-# cashing out beats playing on from ~2k credits, so the discounted optimum quits early; the
-# teacher's weight decays only to ~half over the run, or the policy collapses to cashing out.
-# Roll-ins (the teacher plays the first 0..6000 decisions of half the episodes) show the policy
-# the late game of ~10k-decision episodes, which its own play would not reach in a 5-minute run;
-# the masked MLP cannot pick actions that do nothing, so even a sharp policy never loops on an
-# invalid one. Together: +19.6 -> ~+40 held-out at temperature 0.5 (docs/BENCHMARKS.md).
+# (docs/BENCHMARKS.md, "Learning"), and a policy distilled from a bot stays below it. So the actor
+# is residual: the cautious scanner's action gets +7 on its logit (a softened copy of the bot,
+# ~98% on its action before training), and PPO learns where to depart from it; the small entropy
+# bonus keeps it from pushing the policy off the bot where nothing is learned yet. The 0.1 reward
+# scale (sales pay tens per step) lets the unclipped value function keep up; gamma is near 1
+# because the v2 terminal bonus grows with credits and episodes last ~10k decisions. The masked
+# MLP cannot pick actions that do nothing.
 ENV_PRESETS: dict[str, dict] = {
     "prospector": dict(
         ppo_num_envs=256,
@@ -146,15 +146,12 @@ ENV_PRESETS: dict[str, dict] = {
         ppo_learning_rate=3e-4,
         ppo_gamma=0.9999,
         ppo_gae_lambda=0.95,
-        ppo_ent_coef=0.01,
+        ppo_ent_coef=0.001,
         ppo_reward_scale=0.1,
         ppo_vf_clip_coef=0.0,
-        kickstart_teacher="cautious_scanner",
-        kickstart_coef=10.0,
-        kickstart_steps=10_000_000,  # weight 10 -> ~4.8 over the run's 5.2M steps
-        kickstart_rollin_steps=6_000,
-        kickstart_rollin_prob=0.5,
         policy_arch="masked_mlp",
+        policy_prior="cautious_scanner",
+        policy_prior_logit=7.0,
         # bfloat16 where native (AMX / AVX512-BF16 / recent CUDA): the update takes ~0.5-0.7x the time
         learner_precision="auto",
         # whole windows of whole rounds (16 rounds of 256 x 64): the final policy is checkpointed
@@ -261,6 +258,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.policy_arch != "mlp" and cfg.env != "prospector":
         raise ConfigError("--policy-arch", "the prospector actors read the prospector's observation layout; "
                                            "use --policy-arch mlp for other envs")
+    if cfg.policy_prior is not None:
+        if cfg.env != "prospector" or cfg.policy_arch == "mlp":
+            raise ConfigError("--policy-prior", "a prior is a prospector bot added to a prospector actor's logits; "
+                                                "use --env prospector with --policy-arch masked_mlp or prospector")
+        from training.envs.bots import BOTS
+
+        if cfg.policy_prior not in BOTS:
+            raise ConfigError("--policy-prior", f"unknown bot {cfg.policy_prior!r}; one of {', '.join(BOTS)}")
+    if not (cfg.policy_prior_logit > 0 and math.isfinite(cfg.policy_prior_logit)):
+        raise ConfigError("--policy-prior-logit", f"must be a finite number > 0; got {cfg.policy_prior_logit!r}")
     if cfg.kickstart_teacher is not None:
         if cfg.env != "prospector":
             raise ConfigError("--kickstart-teacher", "teachers are the prospector's scripted bots; use --env prospector")
@@ -323,6 +330,12 @@ _HELP = {
     "policy_arch": "mlp: actor and critic MLPs; masked_mlp (prospector): the MLP actor with the actions that cannot "
                    "act in the observed state masked; prospector: an actor that scores the 16 asteroid slots with "
                    "one shared encoder, masked the same way (training/prospector_net.py)",
+    "policy_prior": "residual policy (prospector actors): this scripted bot's action gets --policy-prior-logit "
+                    "added to its logit, so the policy starts as a softened copy of the bot and PPO learns where "
+                    "to depart from it; 'none' switches a preset's prior off",
+    "policy_prior_logit": "the logit added to the prior bot's action (global default 5; the prospector preset: "
+                          "7, where an untrained policy plays the bot's action ~98%% of the time when 20 "
+                          "actions are valid)",
     "learner_device": "auto picks CUDA when the cluster has a GPU",
     "learner_precision": "bfloat16 runs the PPO update's matmuls under autocast (losses and Adam stay float32); "
                          "auto = bfloat16 where the learner's hardware has it natively",
@@ -366,6 +379,8 @@ def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None) ->
     if base is None:
         values.update(preset_for(env))
     values.update(given)
+    if str(values.get("policy_prior")).lower() == "none":  # switch a preset's prior off
+        values["policy_prior"] = None
     if str(values.get("kickstart_teacher")).lower() == "none":  # switch a preset's teacher off
         values["kickstart_teacher"] = None
         if "kickstart_rollin_steps" not in given:  # and the preset's roll-ins, which need it

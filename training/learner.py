@@ -63,7 +63,8 @@ def policy_encoder(cfg: TrainConfig) -> dict | None:
     if cfg.policy_arch in ("prospector", "masked_mlp"):
         from training.prospector_net import encoder_spec
 
-        return encoder_spec(cfg.env_rules, slots=cfg.policy_arch == "prospector")
+        return encoder_spec(cfg.env_rules, slots=cfg.policy_arch == "prospector", prior=cfg.policy_prior,
+                            prior_logit=cfg.policy_prior_logit)
     return None
 
 

@@ -16,6 +16,10 @@ current state (most cannot: station actions in the field, mining without a selec
   and evaluation all see the same distribution, and a checkpoint needs nothing else to act.
   Purchases are checked against the credits the observation shows (log-scaled, so with a small
   margin); the costs are stored in the spec, so they follow the rules the policy was trained on.
+- A prior (optional, ``--policy-prior``) makes either actor residual: a scripted bot's action for
+  the observation gets a fixed bonus on its logit. The untrained policy is then a softened copy of
+  the bot, and PPO only has to learn where to depart from it, not the whole game from nothing.
+  The bot reads the observation alone, so like the mask it needs nothing beyond the spec.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ _SLOT_IN = AST_FIELDS + 2 * _N_COMMODITIES
 _MARGIN = 0.01  # credits: the observation's log scale rounds to ~1e-5 relative
 
 
-def encoder_spec(rules="v2", slot_dim: int = 32, slots: bool = True) -> dict:
+def encoder_spec(rules="v2", slot_dim: int = 32, slots: bool = True, prior: str | None = None,
+                 prior_logit: float = 0.0) -> dict:
     """The JSON-serialisable part of a policy spec that rebuilds this actor. ``slots`` False: the
-    plain MLP actor over the flat observation, with the action mask only."""
+    plain MLP actor over the flat observation, with the action mask only. ``prior``: a scripted
+    bot whose action gets ``prior_logit`` added to its logit (a residual policy)."""
     r = get_rules(rules)
     costs = np.zeros(N_ACTIONS, np.float64)
     costs[[A_FUEL_S, A_FUEL_M, A_FUEL_L]] = r.fuel_pack_costs
@@ -55,6 +61,7 @@ def encoder_spec(rules="v2", slot_dim: int = 32, slots: bool = True) -> dict:
         "slots": bool(slots),
         "costs": [float(c) for c in costs],
         "cash_out_station_only": bool(r.cash_out_station_only),
+        **({"prior": str(prior), "prior_logit": float(prior_logit), "rules": r.name} if prior else {}),
     }
 
 
@@ -97,6 +104,26 @@ def action_mask(obs: torch.Tensor, encoder: dict) -> torch.Tensor:
     return m
 
 
+def prior_bonus(obs: torch.Tensor, encoder: dict) -> torch.Tensor | None:
+    """(B, 69) float: ``prior_logit`` on the prior bot's action for each observation, else 0."""
+    if not encoder.get("prior"):
+        return None
+    from training.envs.bots import make_bots
+
+    bot = make_bots(encoder["rules"])[encoder["prior"]]
+    acts = torch.from_numpy(bot(obs.detach().float().cpu().numpy())).to(obs.device)
+    bonus = torch.zeros(obs.shape[0], N_ACTIONS, dtype=torch.float32, device=obs.device)
+    return bonus.scatter_(1, acts[:, None], float(encoder["prior_logit"]))
+
+
+def _finish(logits: torch.Tensor, x: torch.Tensor, encoder: dict) -> torch.Tensor:
+    logits = logits.float()
+    bonus = prior_bonus(x, encoder)
+    if bonus is not None:
+        logits = logits + bonus
+    return logits.masked_fill(~action_mask(x, encoder), MASKED_LOGIT)
+
+
 class MaskedMLPActor(nn.Module):
     """obs (B, 260) -> the logits (B, 69) of the plain actor MLP ``mlp``, masked as ``action_mask`` says."""
 
@@ -106,7 +133,7 @@ class MaskedMLPActor(nn.Module):
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x).float().masked_fill(~action_mask(x, self.encoder), MASKED_LOGIT)
+        return _finish(self.mlp(x), x, self.encoder)
 
 
 class ProspectorActor(nn.Module):
@@ -148,4 +175,4 @@ class ProspectorActor(nn.Module):
         logits = self.head(h).float()
         logits = torch.cat([logits[:, :A_SELECT0], logits[:, A_SELECT0:A_SELECT0 + MAX_ASTEROIDS]
                             + score.squeeze(-1).float(), logits[:, A_SELECT0 + MAX_ASTEROIDS:]], dim=-1)
-        return logits.masked_fill(~action_mask(x, self.encoder), MASKED_LOGIT)
+        return _finish(logits, x, self.encoder)
