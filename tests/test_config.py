@@ -103,7 +103,7 @@ def test_kickstart_teacher_is_a_prospector_bot():
 
 def test_kickstart_warmup_needs_a_teacher_and_ends_before_its_weight_does():
     assert parse("--env", "prospector", *KICK, "--kickstart-warmup-steps", "100000").kickstart_warmup_steps == 100_000
-    for bad in (["--kickstart-warmup-steps", "1000"],
+    for bad in (["--kickstart-teacher", "none", "--kickstart-warmup-steps", "1000"],
                 [*KICK, "--kickstart-warmup-steps", "4000000"],
                 [*KICK, "--kickstart-warmup-steps", "-5"]):
         with pytest.raises(ConfigError) as e:
@@ -113,7 +113,7 @@ def test_kickstart_warmup_needs_a_teacher_and_ends_before_its_weight_does():
 
 def test_kickstart_rollins_need_a_teacher_and_a_non_negative_length():
     assert parse("--env", "prospector", *KICK, "--kickstart-rollin-steps", "8000").kickstart_rollin_steps == 8000
-    for bad in (["--kickstart-rollin-steps", "1000"],
+    for bad in (["--kickstart-teacher", "none", "--kickstart-rollin-steps", "1000"],
                 [*KICK, "--kickstart-rollin-steps", "-5"]):
         with pytest.raises(ConfigError) as e:
             parse("--env", "prospector", *bad)

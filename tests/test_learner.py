@@ -288,3 +288,24 @@ def test_learn_uses_a_read_only_rollout_as_is():
         assert ma == mb
     for k, v in before.items():
         np.testing.assert_array_equal(frozen[k], v)
+
+
+def test_a_residual_policy_runs_its_bot_once_per_round(monkeypatch):
+    """The prior bot's actions are computed once for the round's batch and handed to every
+    minibatch's forward pass (not recomputed for each of epochs x minibatches)."""
+    import training.prospector_net as net
+
+    cfg = config_from_args({"env": "prospector", "total_env_steps": 4096, "window_env_steps": 1024,
+                            "ppo_num_envs": 4, "ppo_num_workers": 1, "ppo_rollout_steps": 32,
+                            "ppo_update_epochs": 2, "ppo_num_minibatches": 2, "policy_hidden": "16"})
+    assert cfg.policy_prior == "cautious_scanner"  # the preset's
+    env = make_vecenv(cfg.env, 4, seed=0)
+    learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
+    behaviour = policy_from_spec(learner.policy_spec)
+    set_weights(behaviour, learner.weights())
+    batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    calls = []
+    real = net.prior_actions
+    monkeypatch.setattr(net, "prior_actions", lambda obs, enc: calls.append(len(obs)) or real(obs, enc))
+    assert np.isfinite(learner.learn([batch])["policy_loss"])
+    assert calls == [128]  # 32 steps x 4 envs, once

@@ -180,3 +180,33 @@ def test_policy_prior_flags_are_checked():
         with pytest.raises(ConfigError) as e:
             config_from_args(values)
         assert e.value.flag == name, values
+
+
+def test_prior_actions_computed_once_per_batch_act_as_the_policy_own():
+    obs, _, _ = _visited_states(n=64, steps=20)
+    x = torch.from_numpy(obs)
+    policy = _policy(False, "cautious_scanner", 5.0)
+    prior = policy.prior_actions(x)
+    assert torch.equal(prior, torch.from_numpy(BOTS["cautious_scanner"](obs)))
+    assert _policy(False).prior_actions(x) is None
+    with torch.no_grad():
+        assert torch.equal(policy(x, prior)[0], policy(x)[0])
+        assert not torch.equal(policy(x, torch.full_like(prior, A_WIDE))[0], policy(x)[0])  # it is what is used
+
+    def update(prior_actions):  # one PPO step from the same weights on the same batch
+        p = _policy(False, "cautious_scanner", 5.0)
+        with torch.no_grad():
+            action, logprob, value = p.act(x, generator=torch.Generator().manual_seed(0))
+        n = len(x)
+        batch = {"obs": x, "actions": action, "logprobs": logprob, "values": value,
+                 "advantages": torch.linspace(-1, 1, n), "returns": torch.zeros(n), "valid": torch.ones(n)}
+        if prior_actions is not None:
+            batch["prior_actions"] = prior_actions
+        ppo_update(p, torch.optim.Adam(p.parameters(), lr=1e-3), batch, update_epochs=2, num_minibatches=2,
+                   clip_coef=0.2, vf_clip_coef=0.0, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5,
+                   generator=np.random.default_rng(0))
+        return get_weights(p)
+
+    computed, given, wrong = update(None), update(prior), update(torch.full_like(prior, A_WIDE))
+    assert all(np.array_equal(computed[k], given[k]) for k in computed)
+    assert not all(np.array_equal(computed[k], wrong[k]) for k in computed)

@@ -157,6 +157,9 @@ class PPOLearner:
         )
         if "teacher_played" in b:  # roll-ins: the teacher's steps train the critic and the distillation only
             batch["pg_valid"] = flat(b["valid"] & ~b["teacher_played"], torch.float32)
+        prior = self.policy.prior_actions(obs)
+        if prior is not None:
+            batch["prior_actions"] = prior
         distill_coef = self.kickstart_coef()
         if distill_coef > 0 and "teacher_actions" in b:
             batch["teacher_actions"] = flat(b["teacher_actions"])

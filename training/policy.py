@@ -214,14 +214,25 @@ class Policy(nn.Module):
     def _flat(self, obs: torch.Tensor) -> torch.Tensor:
         return obs.reshape(obs.shape[0], -1).to(torch.float32)
 
-    def _dist_params(self, x: torch.Tensor):
-        out = self.actor(x)
+    def _dist_params(self, x: torch.Tensor, prior: torch.Tensor | None = None):
+        out = self.actor(x) if prior is None else self.actor(x, prior)
         return (out, self.actor_logstd.expand_as(out)) if self.kind == "box" else out
 
-    def forward(self, obs: torch.Tensor):
-        """obs (B, *obs_shape) of any dtype -> (dist_params, value (B,))."""
+    def forward(self, obs: torch.Tensor, prior: torch.Tensor | None = None):
+        """obs (B, *obs_shape) of any dtype -> (dist_params, value (B,)). ``prior``: the actions of a
+        residual actor's prior bot for these rows, if computed already (``prior_actions``)."""
         x = self._flat(obs)
-        return self._dist_params(x), self.critic(x).squeeze(-1)
+        return self._dist_params(x, prior), self.critic(x).squeeze(-1)
+
+    def prior_actions(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The prior bot's actions for ``obs`` (a residual prospector actor), else None. The learner
+        computes them once per batch rather than once per minibatch and epoch."""
+        encoder = self.spec.get("encoder")
+        if not encoder or not encoder.get("prior"):
+            return None
+        from training.prospector_net import prior_actions
+
+        return prior_actions(self._flat(obs), encoder)
 
     def logprob_entropy(self, params, action: torch.Tensor):
         if self.kind == "discrete":

@@ -190,13 +190,16 @@ def explained_variance(values, returns, weights=None) -> float:
 _BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns", "valid")
 
 
-def forward_float32(policy: nn.Module, obs: torch.Tensor, amp_dtype: torch.dtype | None = None):
+def forward_float32(policy: nn.Module, obs: torch.Tensor, amp_dtype: torch.dtype | None = None,
+                    prior: torch.Tensor | None = None):
     """policy(obs), optionally under autocast; the outputs come back as float32 so that the
-    log-softmax, the ratios and the losses keep full precision whatever the matmuls used."""
+    log-softmax, the ratios and the losses keep full precision whatever the matmuls used.
+    ``prior``: a residual policy's prior actions for these rows (``Policy.prior_actions``)."""
+    args = (obs,) if prior is None else (obs, prior)
     if amp_dtype is None:
-        return policy(obs)
+        return policy(*args)
     with torch.autocast(obs.device.type, dtype=amp_dtype):
-        params, value = policy(obs)
+        params, value = policy(*args)
     params = tuple(p.float() for p in params) if isinstance(params, tuple) else params.float()
     return params, value.float()
 
@@ -217,6 +220,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     max_grad_norm None or <= 0 disables clipping.
     batch["pg_valid"] (optional, 0/1 per row) limits the policy terms to the rows the policy acted on
     (``ppo_losses``' pg_weights): kickstarting's roll-ins, where the teacher played some steps.
+    batch["prior_actions"] (optional): a residual policy's prior actions per row, passed to its
+    forward so the bot is not run again for every minibatch and epoch.
     distill_coef > 0 with batch["teacher_actions"] adds kickstarting's distillation term,
     distill_coef * mean(-log pi(teacher action | s)) over valid entries.
     pg_coef 0 drops the clipped policy-gradient term (the kickstarting warm-up, where the batch's
@@ -246,6 +251,7 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     params = [p for p in policy.parameters() if p.requires_grad]
 
     distill = distill_coef > 0 and "teacher_actions" in batch
+    prior = batch.get("prior_actions")
     sums = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm",
                              "distill_loss")}
     updates = 0
@@ -258,7 +264,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                 before_minibatch()
             idx = torch.from_numpy(idx_np).to(batch["obs"].device)
             # one forward pass serves both the taken actions and (kickstarting) the teacher's
-            dist_params, new_value = forward_float32(policy, batch["obs"][idx], amp_dtype)
+            dist_params, new_value = forward_float32(policy, batch["obs"][idx], amp_dtype,
+                                                     None if prior is None else prior[idx])
             new_logprob, entropy = policy.logprob_entropy(dist_params, batch["actions"][idx])
             if in_pass:
                 targets = in_pass_targets[1](k, new_logprob.detach(), new_value.detach())

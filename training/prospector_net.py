@@ -104,22 +104,22 @@ def action_mask(obs: torch.Tensor, encoder: dict) -> torch.Tensor:
     return m
 
 
-def prior_bonus(obs: torch.Tensor, encoder: dict) -> torch.Tensor | None:
-    """(B, 69) float: ``prior_logit`` on the prior bot's action for each observation, else 0."""
+def prior_actions(obs: torch.Tensor, encoder: dict) -> torch.Tensor | None:
+    """(B,) int64: the prior bot's action for each observation; None without a prior."""
     if not encoder.get("prior"):
         return None
     from training.envs.bots import make_bots
 
     bot = make_bots(encoder["rules"])[encoder["prior"]]
-    acts = torch.from_numpy(bot(obs.detach().float().cpu().numpy())).to(obs.device)
-    bonus = torch.zeros(obs.shape[0], N_ACTIONS, dtype=torch.float32, device=obs.device)
-    return bonus.scatter_(1, acts[:, None], float(encoder["prior_logit"]))
+    return torch.from_numpy(bot(obs.detach().float().cpu().numpy())).to(obs.device)
 
 
-def _finish(logits: torch.Tensor, x: torch.Tensor, encoder: dict) -> torch.Tensor:
+def _finish(logits: torch.Tensor, x: torch.Tensor, encoder: dict, prior: torch.Tensor | None) -> torch.Tensor:
+    """Masked float32 logits, the prior's bonus added (``prior``: its actions, if already known)."""
     logits = logits.float()
-    bonus = prior_bonus(x, encoder)
-    if bonus is not None:
+    if encoder.get("prior"):
+        acts = prior_actions(x, encoder) if prior is None else prior
+        bonus = torch.zeros_like(logits).scatter_(1, acts[:, None].long(), float(encoder["prior_logit"]))
         logits = logits + bonus
     return logits.masked_fill(~action_mask(x, encoder), MASKED_LOGIT)
 
@@ -132,8 +132,8 @@ class MaskedMLPActor(nn.Module):
         self.encoder = encoder
         self.mlp = mlp
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _finish(self.mlp(x), x, self.encoder)
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        return _finish(self.mlp(x), x, self.encoder, prior)
 
 
 class ProspectorActor(nn.Module):
@@ -160,7 +160,7 @@ class ProspectorActor(nn.Module):
         self.score_act = activation()
         self.score_out = orthogonal_linear(e, 1, 0.01)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         B = x.shape[0]
         s = x[:, OBS_AST0:OBS_AST0 + MAX_ASTEROIDS * AST_FIELDS].reshape(B, MAX_ASTEROIDS, AST_FIELDS)
         price = x[:, OBS_PRICE0:OBS_PRICE0 + _N_COMMODITIES].unsqueeze(1).expand(-1, MAX_ASTEROIDS, -1)
@@ -175,4 +175,4 @@ class ProspectorActor(nn.Module):
         logits = self.head(h).float()
         logits = torch.cat([logits[:, :A_SELECT0], logits[:, A_SELECT0:A_SELECT0 + MAX_ASTEROIDS]
                             + score.squeeze(-1).float(), logits[:, A_SELECT0 + MAX_ASTEROIDS:]], dim=-1)
-        return _finish(logits, x, self.encoder)
+        return _finish(logits, x, self.encoder, prior)
