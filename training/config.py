@@ -134,9 +134,10 @@ class TrainConfig:
 # ~98% on its action before training), and PPO learns where to depart from it. With a light
 # distillation term toward the same bot (weight 1 -> ~0.48) all three training seeds tried end
 # near twice the bot's return; without it one of them ended below the bot. A larger entropy bonus
-# (0.01) pushed the policy off the bot where nothing was learned yet. The 0.1 reward scale (sales pay tens per step) lets
-# the unclipped value function keep up; gamma is near 1 because the v2 terminal bonus grows with
-# credits and episodes last ~10k decisions. The masked MLP cannot pick actions that do nothing.
+# (0.01) pushed the policy off the bot where nothing was learned yet. The 0.1 reward scale (sales
+# pay tens per step) lets the unclipped value function keep up; gamma is near 1 because the v2
+# terminal bonus grows with credits and episodes last ~10k decisions. The masked MLP cannot pick
+# actions that do nothing.
 ENV_PRESETS: dict[str, dict] = {
     "prospector": dict(
         ppo_num_envs=256,
