@@ -214,7 +214,7 @@ def test_tanh_is_nn_tanh_within_one_ulp_with_the_same_backward(dtype, mantissa_b
     """The policy's Tanh runs NumPy's kernel on CPU (torch's does not vectorize in this build):
     values within one unit in the last place of nn.Tanh's, special values exactly, and the
     gradient is torch's own tanh backward of those values."""
-    from training.policy import Tanh
+    from training.fast_tanh import Tanh
 
     g = torch.Generator().manual_seed(0)
     specials = torch.tensor([0.0, -0.0, 20.0, -20.0, float("inf"), float("-inf"), 1e-30, -1e-30] * 8)
@@ -235,7 +235,7 @@ def test_tanh_is_nn_tanh_within_one_ulp_with_the_same_backward(dtype, mantissa_b
 def test_tanh_of_a_value_does_not_depend_on_the_batch_around_it():
     """Sync mode's exactness: a runner (a batch of its envs) and the learner (minibatches of
     other shapes) must compute the same activations for the same observation."""
-    from training.policy import Tanh
+    from training.fast_tanh import Tanh
 
     x = torch.randn(1000, 37, generator=torch.Generator().manual_seed(2)) * 3
     whole = Tanh()(x)
@@ -248,7 +248,7 @@ def test_policy_under_bfloat16_autocast_matches_nn_tanh_policy():
     """A whole actor-critic step under autocast: same outputs and parameter gradients as the same
     weights with torch's own nn.Tanh (NumPy's float32 tanh may be one ulp off torch's, which the
     rounding to bfloat16 absorbs here: none of these 35,840 outputs differs)."""
-    from training.policy import Tanh
+    from training.fast_tanh import Tanh
     from training.ppo import forward_float32
 
     obs_space = gymnasium.spaces.Box(-1.0, 1.0, (260,), np.float32)

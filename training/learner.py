@@ -14,6 +14,7 @@ import torch
 
 from training.adam import Adam
 from training.config import TrainConfig
+from training.hardware import native_bfloat16
 from training.policy import build_policy, get_weights, policy_from_spec
 from training.ppo import compute_gae, compute_vtrace, env_column_minibatches, forward_float32, linear_lr, ppo_update
 
@@ -41,14 +42,6 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
-
-
-def native_bfloat16(device: str) -> bool:
-    """Whether bfloat16 matmuls run natively here (AMX or AVX512-BF16 on CPU, Ampere+ on CUDA);
-    elsewhere they are emulated and slower than float32."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def resolve_precision(requested: str, device: str) -> torch.dtype | None:
