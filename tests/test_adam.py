@@ -1,11 +1,12 @@
-"""training.adam.Adam against torch.optim.Adam(fused=True): same kernel, so the same bits."""
+"""training.adam.Adam against torch.optim.Adam(fused=True): same kernel, so the same bits. Its
+fallback to torch.optim.Adam, where the private kernel is missing: tests/test_private_apis.py."""
 
 import sys
 
 import pytest
 import torch
 
-from training.adam import Adam
+from training.adam import Adam, FusedAdam
 
 
 def _model(seed=0):
@@ -23,6 +24,12 @@ def _train(model, opt, steps, lr_at=lambda i: 1e-2, skip_last_layer_at=()):
         out = model(x) if i not in skip_last_layer_at else model[1](model[0](x)).sum(-1, keepdim=True)
         out.pow(2).mean().backward()
         opt.step()
+
+
+def test_this_torch_takes_the_private_path():
+    """The fused kernel's checks pass on this torch, so the learner does not import torch._dynamo
+    (if a torch release changes the kernel, this fails and the learner runs torch.optim.Adam)."""
+    assert isinstance(Adam(_model().parameters(), lr=1e-2), FusedAdam)
 
 
 def test_updates_are_bit_identical_to_torch_fused_adam():
@@ -58,11 +65,12 @@ def test_state_dict_round_trips_with_torch_adam_both_ways():
     # torch -> ours: the moments and step counts come across
     c = Adam(_model().parameters(), lr=1.0)
     c.load_state_dict(ref.state_dict())
-    ref_state = ref.state_dict()["state"]
-    for i in range(len(c.params)):
-        assert torch.equal(c.exp_avgs[i], ref_state[i]["exp_avg"])
-        assert torch.equal(c.exp_avg_sqs[i], ref_state[i]["exp_avg_sq"])
-        assert float(c.steps[i]) == float(ref_state[i]["step"]) == 5.0
+    ref_state, c_state = ref.state_dict()["state"], c.state_dict()["state"]
+    assert sorted(c_state) == sorted(ref_state) == [0, 1, 2, 3]
+    for i in ref_state:
+        assert torch.equal(c_state[i]["exp_avg"], ref_state[i]["exp_avg"])
+        assert torch.equal(c_state[i]["exp_avg_sq"], ref_state[i]["exp_avg_sq"])
+        assert float(c_state[i]["step"]) == float(ref_state[i]["step"]) == 5.0
 
 
 def test_state_dict_is_a_copy():

@@ -1,12 +1,16 @@
-"""Adam on torch's fused kernel, without ``torch.optim``.
+"""The learner's Adam: torch's fused Adam kernel called directly, with ``torch.optim.Adam`` as the net.
 
-Why not ``torch.optim.Adam``: its constructor (``add_param_group``) and ``step`` are wrapped in
-torch's lazy dynamo guard, so the first call imports ``torch._dynamo``: +70 MiB resident in every
-learner process and 1.5-3 s of start-up here, for a compiler this project never uses. The
-arithmetic is the same kernel ``torch.optim.Adam(fused=True)`` runs (``torch._fused_adam_``, one
-pass over all parameters, CPU and CUDA), so updates are bit-identical to it
-(tests/test_adam.py), and ``state_dict`` has its layout, so checkpoints written with either
-load into the other.
+Why not always ``torch.optim.Adam``: its constructor (``add_param_group``) and ``step`` are wrapped
+in torch's lazy dynamo guard, so the first call imports ``torch._dynamo``, a compiler this project
+never uses, into every learner process: resident memory and start-up time (docs/BENCHMARKS.md,
+"Private torch and Ray APIs"). ``FusedAdam`` runs the kernel ``torch.optim.Adam(fused=True)`` runs
+(``torch._fused_adam_``, one pass over all parameters, CPU and CUDA) without that guard.
+
+Both kernels it calls are private. ``Adam(...)`` checks them on one scalar before using them and
+otherwise returns ``torch.optim.Adam(fused=True)`` (plain ``torch.optim.Adam`` where the device has
+no fused kernel). Updates are bit-identical either way, and ``FusedAdam.state_dict`` has
+``torch.optim.Adam``'s layout, so checkpoints written on one path load on the other
+(tests/test_adam.py).
 """
 
 from __future__ import annotations
@@ -14,18 +18,60 @@ from __future__ import annotations
 import torch
 
 
-class Adam:
-    """Adam (no weight decay, no AMSGrad) over one list of same-device, same-dtype parameters.
+def Adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):  # noqa: N802
+    """Adam (no weight decay, no AMSGrad) over ``params``' trainable tensors, all on one device in
+    one dtype: a ``FusedAdam`` where this torch's private fused kernel works, else a
+    ``torch.optim.Adam``. Named and called like a class: the learner constructs its optimizer so."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("Adam got no trainable parameters")
+    if len({(p.device, p.dtype) for p in params}) != 1:
+        raise ValueError("Adam's parameters must share one device and dtype")
+    if private_kernels_work(params[0].device, params[0].dtype):
+        return FusedAdam(params, lr=lr, betas=betas, eps=eps)
+    return public_adam(params, lr=lr, betas=betas, eps=eps)
+
+
+def private_kernels_work(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``torch._foreach_add_`` and ``torch._fused_adam_`` exist here, take the arguments
+    ``FusedAdam`` passes, and make Adam's first step (``lr * sign(grad)``) on a scalar. Private
+    ops may change or vanish in any torch release; this is what keeps such a release training."""
+    add, fused = getattr(torch, "_foreach_add_", None), getattr(torch, "_fused_adam_", None)
+    if add is None or fused is None:
+        return False
+    p, g = torch.ones(1, device=device, dtype=dtype), torch.full((1,), -3.0, device=device, dtype=dtype)
+    m, v, step = torch.zeros_like(p), torch.zeros_like(p), torch.zeros((), device=device)
+    try:
+        add([step], 1)
+        fused([p], [g], [m], [v], [], [step], lr=0.5, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=0.0,
+              amsgrad=False, maximize=False)
+        return abs(float(p) - 1.5) < 1e-2 and float(step) == 1.0
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
+def public_adam(params: list, lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` on its fused kernel where the device has one, else on its default."""
+    kw = dict(lr=float(lr), betas=(float(betas[0]), float(betas[1])), eps=float(eps))
+    # torch checks fused support only at the first step: try it on a scalar of the same kind
+    probe = torch.zeros(1, device=params[0].device, dtype=params[0].dtype, requires_grad=True)
+    probe.grad = torch.ones_like(probe)
+    try:
+        torch.optim.Adam([probe], fused=True, **kw).step()
+    except RuntimeError:
+        return torch.optim.Adam(params, **kw)
+    return torch.optim.Adam(params, fused=True, **kw)
+
+
+class FusedAdam:
+    """Adam (no weight decay, no AMSGrad) over one list of same-device, same-dtype parameters, on
+    torch's private fused kernel; construct it through ``Adam``, which checks that kernel first.
 
     ``param_groups`` is a one-element list whose ``"lr"`` the learner's schedule sets before each
     update, as with a torch optimizer."""
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = [p for p in params if p.requires_grad]
-        if not self.params:
-            raise ValueError("Adam got no trainable parameters")
-        if len({(p.device, p.dtype) for p in self.params}) != 1:
-            raise ValueError("Adam's parameters must share one device and dtype")
         self.param_groups = [dict(lr=float(lr), betas=(float(betas[0]), float(betas[1])), eps=float(eps))]
         # the fused kernel keeps the step count as a float32 tensor beside the parameters
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]

@@ -7,11 +7,35 @@ import torch
 from torch import nn
 
 
+def _aten_tanh_backward():
+    """torch's tanh backward kernel (the one ``nn.Tanh``'s backward runs), an internal op: None
+    where this torch has none."""
+    try:
+        return torch.ops.aten.tanh_backward
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_TANH_BACKWARD = _aten_tanh_backward()
+_ONE = torch.ones(())
+
+
+def tanh_backward(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The gradient of tanh at the input whose tanh is ``y``: ``grad * (1 - y * y)``."""
+    if _TANH_BACKWARD is not None:
+        return _TANH_BACKWARD(grad, y)
+    # Public ops, bit-identical to the kernel's float32 and bfloat16 results on this build
+    # (tests/test_private_apis.py): the kernel computes in float32 with 1 - y*y as one fused
+    # multiply-add, as addcmul does, and rounds once to the input's dtype. The literal
+    # grad * (1 - y * y) is not: it rounds 1 - y*y twice (most float32 results 1 ulp off) and, in
+    # bfloat16, every intermediate (up to 1 ulp).
+    yf = y.float()
+    return torch.addcmul(_ONE, yf, yf, value=-1).mul_(grad.float()).to(y.dtype)
+
+
 class _TanhViaNumPy(torch.autograd.Function):
-    """tanh of a CPU tensor through NumPy's SIMD kernel. This torch build's CPU tanh does not
-    vectorize: 2.7-2.8 ms for 4,096 x 256 floats on one core here, against 0.44 ms for NumPy's
-    (and 0.46 ms for torch's own sigmoid). The four tanh layers of a 256,256 actor-critic made a
-    bfloat16 update 25-35% slower and a runner's rollout 5-20% (docs/BENCHMARKS.md).
+    """tanh of a CPU tensor through NumPy's SIMD kernel: this torch build's CPU tanh does not
+    vectorize, NumPy's does (docs/BENCHMARKS.md, "Private torch and Ray APIs").
     NumPy's float32 tanh is within 1 ulp of the correctly rounded value (torch's is correctly
     rounded almost everywhere), elementwise and the same wherever a value sits in the batch, so
     runners and the learner still compute identical log-probs in sync mode. bfloat16 goes through
@@ -26,7 +50,7 @@ class _TanhViaNumPy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)  # the same kernel nn.Tanh's backward runs
+        return tanh_backward(grad, y)
 
 
 class Tanh(nn.Module):
