@@ -52,8 +52,9 @@ def _train_flags(spec: dict) -> dict:
         ppo_num_minibatches=spec["minibatches"], ppo_update_epochs=spec["epochs"],
         policy_hidden=",".join(str(h) for h in spec["hidden"]), async_rollouts=bool(spec.get("async")),
         run_root=spec["run_root"], run_id=spec["run_id"], seed=spec["seed"], wandb_mode="disabled",
-        # the same plain PPO as every other line: no teacher, no bot prior (the prospector preset's)
-        kickstart_teacher="none", policy_prior="none",
+        # the same plain PPO and MLP as every other line: no teacher, no bot prior, no action mask
+        # (the prospector preset's)
+        kickstart_teacher="none", policy_prior="none", policy="mlp",
         learner_precision=spec.get("precision", "float32"),
         **({"learner_num_cpus": spec["learner_cpus"]} if spec.get("learner_cpus") else {}),
     )
@@ -127,12 +128,12 @@ def run_ours(spec: dict, t0: float) -> dict:
 def _collector(spec: dict):
     import torch
     from training.envs.registry import make_vecenv
-    from training.policy import build_policy
+    from training.agent import mlp_agent
     from training.rollout import RolloutCollector
 
     torch.set_num_threads(1)
     env = make_vecenv(spec["env_spec"], spec["num_envs"], seed=spec["seed"])
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=tuple(spec["hidden"]))
+    policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=tuple(spec["hidden"]))
     return env, RolloutCollector(env, spec["rollout"], spec["seed"], policy=policy, env_name=spec["env_spec"])
 
 
@@ -155,13 +156,14 @@ def run_learner_limit(spec: dict, t0: float) -> dict:
     Samples/s = batch size / time per learn."""
     import torch
     from training.config import config_from_args
+    from training.envs.env_info import EnvInfo
     from training.learner import PPOLearner
 
     env, collector = _collector(spec)
     batch, _ = collector.collect()
     flags = _train_flags(dict(spec, runners=1, run_root="unused", run_id="unused"))
     cfg = config_from_args({k: v for k, v in flags.items() if k not in ("run_root", "run_id")})
-    learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
+    learner = PPOLearner(cfg, EnvInfo.of(env))
     torch.set_num_threads(max(1, int(cfg.learner_num_cpus)))
     size = int(batch["rewards"].size)
     deadline = t0 + spec["max_seconds"]

@@ -32,9 +32,9 @@ from bench._bench_ours import steady
 class PufferPolicy(nn.Module):
     def __init__(self, obs_space, act_space, hidden):
         super().__init__()
-        from training.policy import build_policy
+        from training.agent import mlp_agent
 
-        self.net = build_policy(obs_space, act_space, hidden=tuple(hidden))
+        self.net = mlp_agent(obs_space, act_space, hidden=tuple(hidden))
 
     def forward_eval(self, observations, state=None):
         return self.net(observations)  # (logits (B, n), value (B,))
@@ -70,7 +70,7 @@ def make_vecenv(env_spec: str, num_envs: int, seed: int):
     import pufferlib.vector
 
     if env_spec == "prospector":
-        from training.envs.prospector import ProspectorEnv
+        from prospector_game.env import ProspectorEnv
 
         creator = functools.partial(ProspectorEnv, num_envs=num_envs)
         return pufferlib.vector.make(creator, num_envs=1, backend=pufferlib.vector.Serial, seed=seed)

@@ -33,7 +33,7 @@ def _return_mean(result: dict):
 
 def make_prospector(env_config):
     """RLlib calls env creators with its env_config; the class itself takes rules= keywords."""
-    from training.envs.prospector_gym import ProspectorGymEnv
+    from prospector_game.gym_env import ProspectorGymEnv
 
     return ProspectorGymEnv(rules=env_config.get("rules", "v2"))
 

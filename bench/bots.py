@@ -1,4 +1,4 @@
-"""Baseline bots over seeded episodes (thin CLI over training.envs.bot_eval.evaluate_bots).
+"""Baseline bots over seeded episodes (thin CLI over prospector_game.bot_eval.evaluate_bots).
 
     .venv/bin/python bench/bots.py --rules v2 --episodes 200 --json runs/bots_v2.json
 """
@@ -10,8 +10,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from training.envs.bot_eval import evaluate_bots  # noqa: E402
-from training.envs.bots import BOTS  # noqa: E402
+from prospector_game.bot_eval import evaluate_bots  # noqa: E402
+from prospector_game.bots import BOTS  # noqa: E402
 
 _JSON_KEYS = ("return_mean", "return_median", "survival_rate", "net_profit_mean",
               "profit_per_tick_mean", "ticks_mean", "endings")

@@ -26,11 +26,11 @@ sys.path.insert(0, REPO)
 
 def collector(num_envs: int, steps: int, values: bool):
     from training.envs.registry import make_vecenv
-    from training.policy import build_policy
+    from training.agent import mlp_agent
     from training.rollout import RolloutCollector
 
     env = make_vecenv("prospector", num_envs, seed=0)
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(256, 256))
+    policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=(256, 256))
     return env, RolloutCollector(env, steps, 0, policy=policy, env_name="prospector", step_values=values)
 
 
@@ -61,12 +61,13 @@ def main(argv=None) -> int:
     import torch
 
     from training.config import config_from_args
+    from training.envs.env_info import EnvInfo
     from training.learner import PPOLearner
 
     env, c = collector(256, 64, values=True)
     batch, _ = c.collect()
     cfg = config_from_args({"env": "prospector", "ppo_num_envs": 256, "ppo_rollout_steps": 64})
-    learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
+    learner = PPOLearner(cfg, EnvInfo.of(env))
 
     def update_s(threads: int) -> float:
         torch.set_num_threads(threads)

@@ -7,7 +7,7 @@
 Actions are drawn uniformly from 0..68 (every id is in range; many are invalid in context and
 play as HOLD, as for an untrained policy) and generated before timing; with --policy a bot
 chooses the actions and only env.step is timed. ``--policy random_valid`` draws uniformly among
-the actions that can act in the observed state (``training.prospector_net.action_mask``, the
+the actions that can act in the observed state (``prospector_game.policies.action_mask``, the
 prospector policy's mask: invalid ids and no-op sales excluded); only env.step is timed. Each
 size runs --blocks timed blocks; the best block is reported (and the median), since other
 processes on a shared machine slow some blocks. Thread pools are limited to one thread before
@@ -26,23 +26,23 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from training.envs.bots import make_bots  # noqa: E402
-from training.envs.prospector import ProspectorEnv  # noqa: E402
+from prospector_game.bots import make_bots  # noqa: E402
+from prospector_game.env import ProspectorEnv  # noqa: E402
 
 
 def random_valid(rules: str, seed: int):
     """obs (B, 260) -> a uniform draw among each env's valid actions (torch only for the mask)."""
     import torch
 
-    from training.envs.prospector_consts import N_ACTIONS
-    from training.prospector_net import action_mask, encoder_spec
+    from prospector_game.consts import N_ACTIONS
+    from prospector_game.policies import ActionMask
 
     torch.set_num_threads(1)
-    encoder, gen = encoder_spec(rules), torch.Generator().manual_seed(seed)
+    mask, gen = ActionMask(rules), torch.Generator().manual_seed(seed)
 
     def act(obs):
         u = torch.rand(obs.shape[0], N_ACTIONS, generator=gen)
-        return u.masked_fill(~action_mask(torch.from_numpy(obs), encoder), -1.0).argmax(1).numpy()
+        return u.masked_fill(~mask(torch.from_numpy(obs)), -1.0).argmax(1).numpy()
 
     return act
 

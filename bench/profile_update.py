@@ -25,8 +25,9 @@ import torch  # noqa: E402
 import training.learner as learner_mod  # noqa: E402
 import training.ppo as ppo_mod  # noqa: E402
 from training.config import config_from_args  # noqa: E402
+from training.agent import Agent, mlp_agent  # noqa: E402
+from training.envs.env_info import EnvInfo  # noqa: E402
 from training.envs.registry import make_vecenv  # noqa: E402
-from training.policy import Policy, build_policy  # noqa: E402
 from training.rollout import RolloutCollector  # noqa: E402
 
 PHASES = ("advantages (GAE)", "policy forward", "log-probs, entropy", "losses", "backward", "grad clip",
@@ -48,7 +49,7 @@ def instrument() -> None:
     learner_mod.compute_gae = timed("advantages (GAE)", learner_mod.compute_gae)
     ppo_mod.forward_float32 = timed("policy forward", ppo_mod.forward_float32)
     ppo_mod.ppo_losses = timed("losses", ppo_mod.ppo_losses)
-    Policy.logprob_entropy = timed("log-probs, entropy", Policy.logprob_entropy)
+    Agent.logprob_entropy = timed("log-probs, entropy", Agent.logprob_entropy)
     torch.Tensor.backward = timed("backward", torch.Tensor.backward)
     torch.nn.utils.clip_grad_norm_ = timed("grad clip", torch.nn.utils.clip_grad_norm_)
 
@@ -61,9 +62,9 @@ def profile(args, threads: int, precision: str) -> dict:
                                 learner_precision=precision))
     torch.set_num_threads(threads)
     env = make_vecenv(cfg.env, cfg.ppo_num_envs, seed=0)
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=cfg.hidden_sizes)
+    policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=cfg.hidden_sizes)
     batch, _ = RolloutCollector(env, cfg.ppo_rollout_steps, 0, policy=policy).collect()
-    learner = learner_mod.PPOLearner(cfg, env.single_observation_space, env.single_action_space)
+    learner = learner_mod.PPOLearner(cfg, EnvInfo.of(env))
     learner.optimizer.step = timed("Adam step", learner.optimizer.step)
     learner.learn([batch])  # warm-up: allocator, oneDNN kernels
     timers.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prospector_consts import (
+from .consts import (
     A_FOCUSED,
     A_MINE0,
     A_OVERHAUL,
@@ -27,7 +27,7 @@ from .prospector_consts import (
     clip_,
     fast_clip,
 )
-from .prospector_world import sum_last
+from .world import sum_last
 
 # word offsets inside the per-step site: 0..7 are drawn for every env (ProspectorSim.step)
 W_MARKET, W_HAZARD, W_NODE_ROLL = 0, 6, 7

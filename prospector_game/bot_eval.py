@@ -13,8 +13,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .bots import BOTS, make_bots
-from .prospector import ProspectorEnv
-from .prospector_consts import A_HOLD
+from .env import ProspectorEnv
+from .consts import A_HOLD
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -45,9 +45,10 @@ def summarize(infos: list) -> dict:
     }
 
 
-def evaluate_policies(policies: Mapping[str, Policy], episodes: int = 200, seed0: int = 0,
-                      rules="v2", time_max: int = 20000) -> dict:
-    """{name: metrics} for each policy over seeds seed0 .. seed0+episodes-1."""
+def play_first_episodes(policies: Mapping[str, Policy], episodes: int = 200, seed0: int = 0,
+                        rules="v2", time_max: int = 20000) -> dict[str, list[dict]]:
+    """{name: the env's info dict of each seed's episode, in seed order} for each policy over seeds
+    seed0 .. seed0+episodes-1."""
     names = list(policies)
     fns = [policies[n] for n in names]
     B = int(episodes)
@@ -70,7 +71,14 @@ def evaluate_policies(policies: Mapping[str, Policy], episodes: int = 200, seed0
                 done[i] = True
                 records[i] = d
     env.close()
-    return {n: summarize(records[p * B:(p + 1) * B]) for p, n in enumerate(names)}
+    return {n: records[p * B:(p + 1) * B] for p, n in enumerate(names)}
+
+
+def evaluate_policies(policies: Mapping[str, Policy], episodes: int = 200, seed0: int = 0,
+                      rules="v2", time_max: int = 20000) -> dict:
+    """{name: metrics} for each policy over seeds seed0 .. seed0+episodes-1."""
+    played = play_first_episodes(policies, episodes, seed0, rules, time_max)
+    return {name: summarize(records) for name, records in played.items()}
 
 
 def evaluate_bots(names=None, episodes: int = 200, seed0: int = 0, rules="v2",

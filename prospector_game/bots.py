@@ -12,13 +12,13 @@ import functools
 
 import numpy as np
 
-from .prospector_consts import (
+from .consts import (
     A_CASH_OUT, A_COOLDOWN, A_DEEP, A_FUEL_L, A_FUEL_M, A_HOLD, A_KIT, A_MINE0, A_SELECT0,
     A_SELL0, A_STABILIZE, A_WIDE, CREDITS_CAP, MAX_ASTEROIDS, MAX_NEIGHBORS, N_ACTIONS,
     OBS_AST0, OBS_AT_STATION, OBS_CARGO0, OBS_CREDITS, OBS_DPRICE0, OBS_KITS, OBS_NB0, OBS_PRICE0,
     OBS_STABS, get_rules,
 )
-from .prospector_rng import hash32
+from .rng import hash32
 
 _LOG_CREDITS = np.log1p(CREDITS_CAP)
 _NONE = -1

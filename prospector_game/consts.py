@@ -1,8 +1,8 @@
 """Frozen interface constants and the two rule sets (v1, v2) of Asteroid Belt Prospector.
 
 Every tunable number lives in the `Rules` dataclass so that v1 and v2 differ only by data and a
-few behaviour flags. The rules text is /work/shared/spec/asteroid_prospector_rules.md; the v2
-choices and the measurements behind them are in docs/ENV.md.
+few behaviour flags. The rules are docs/GAME_RULES.md; the v2 choices and the measurements behind
+them are in docs/ENV.md.
 """
 
 from __future__ import annotations
@@ -268,8 +268,8 @@ class Rules:
 
 RULES_V1 = Rules(name="v1")
 
-# v2: the fixes of section 0 plus balance numbers. Every number that differs from v1 is listed in
-# docs/ENV.md with the measurement that justified it.
+# v2: the fixes of docs/GAME_RULES.md (section 11) plus balance numbers. Every number that differs
+# from v1 is listed in docs/ENV.md with the measurement that justified it.
 RULES_V2 = Rules(
     name="v2",
     cash_out_station_only=True,

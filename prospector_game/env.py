@@ -1,8 +1,8 @@
 """Asteroid Belt Prospector as a native, vectorized PufferLib environment.
 
-One ProspectorEnv simulates `num_envs` independent games in NumPy (prospector_sim). Env i of a
+One ProspectorEnv simulates `num_envs` independent games in NumPy (sim.py). Env i of a
 batch made with seed s plays seed s + i first; each later episode's seed comes from that env's own
-seed chain (prospector_rng.next_episode_seed), so env i never depends on the batch around it.
+seed chain (rng.next_episode_seed), so env i never depends on the batch around it.
 Finished envs are reset inside `step`: the returned row is the new episode's first observation,
 while `final_observations` keeps the observation each finished env ended on.
 """
@@ -15,11 +15,11 @@ import gymnasium
 import numpy as np
 import pufferlib
 
-from .prospector_consts import N_ACTIONS, OBS_DIM, get_rules
-from .prospector_obs import build_obs
-from .prospector_rng import U64, next_episode_seed, to_seed64
-from .prospector_queue import WorldQueue
-from .prospector_sim import ProspectorSim
+from .consts import N_ACTIONS, OBS_DIM, get_rules
+from .obs import build_obs
+from .rng import U64, next_episode_seed, to_seed64
+from .queue import WorldQueue
+from .sim import ProspectorSim
 
 EPISODE_INFO_KEYS = (
     "credits", "net_profit", "profit_per_tick", "survival", "overheat_ticks",

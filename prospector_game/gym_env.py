@@ -10,11 +10,11 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 
-from .prospector import check_actions
-from .prospector_consts import N_ACTIONS, OBS_DIM, get_rules
-from .prospector_obs import build_obs
-from .prospector_rng import U64, next_episode_seed, to_seed64
-from .prospector_sim import ProspectorSim
+from .env import check_actions
+from .consts import N_ACTIONS, OBS_DIM, get_rules
+from .obs import build_obs
+from .rng import U64, next_episode_seed, to_seed64
+from .sim import ProspectorSim
 
 _ZERO = np.zeros(1, bool)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prospector_consts import (
+from .consts import (
     ALERT_MAX, CARGO_MAX, CREDITS_CAP, FUEL_MAX, HEAT_MAX, HULL_MAX, ITEM_CAP, MAX_NEIGHBORS,
     MAX_NODES, NB_FIELDS, OBS_AST0, OBS_DIM, OBS_INV_COMMODITIES, OBS_NB0, OBS_PRICE0, TOOL_MAX,
     fast_clip,

@@ -14,9 +14,9 @@ import dataclasses
 
 import numpy as np
 
-from .prospector_consts import Rules
-from .prospector_rng import U64, episode_key, next_episode_seed
-from .prospector_world import Worlds, generate_worlds
+from .consts import Rules
+from .rng import U64, episode_key, next_episode_seed
+from .world import Worlds, generate_worlds
 
 _FIELDS = [f.name for f in dataclasses.fields(Worlds)]
 

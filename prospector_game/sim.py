@@ -1,6 +1,6 @@
 """The vectorized simulator: state as arrays over envs, one `step` applying every rule to all
 envs at once (rules section 7). Observation and info formatting live elsewhere
-(prospector_obs, prospector.py).
+(obs.py, env.py).
 
 Performance notes (see docs/ENV.md, "Where the time goes"): envs are grouped by requested action
 with one radix sort per step, so each action group's validity and effects touch only its own
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import prospector_actions as act
-from .prospector_consts import (
+from . import actions as act
+from .consts import (
     A_BURN, A_CASH_OUT, A_DEEP, A_DOCK, A_FOCUSED, A_FUEL_S, A_HOLD, A_JETTISON0, A_LISTEN,
     A_MINE0, A_OVERHAUL, A_PATCH, A_REFINE, A_SELECT0, A_SELL0, A_STABILIZE, A_TOOL, A_WIDE,
     ALERT_MAX, CARGO_MAX, FUEL_MAX, HEAT_MAX, HULL_MAX, ITEM_CAP, MAX_ASTEROIDS, MAX_EDGES,
     MAX_NEIGHBORS, MAX_NODES, N_ACTIONS, N_COMMODITIES, NB_FIELDS, TOOL_MAX, ActionTables,
     Rules, clip_,
 )
-from .prospector_obs import refresh_neighbours
-from .prospector_rng import D_STEP, Site, episode_key, popcount_normals
-from .prospector_world import generate_asteroids, generate_worlds, sum_last
+from .obs import refresh_neighbours
+from .rng import D_STEP, Site, episode_key, popcount_normals
+from .world import generate_asteroids, generate_worlds, sum_last
 
 # asteroid truth record (float32): composition 0..5, richness, stability, noise profile, and the
 # tick until which a stabilize buff lasts (exact in float32 below 2**24 ticks)

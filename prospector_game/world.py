@@ -1,7 +1,7 @@
 """Vectorized world generation: graph, market and (lazily, per node) asteroids.
 
 Every function takes arrays over the envs being generated and draws from counter-based sites
-(prospector_rng), so a world is a pure function of the episode seed.
+(rng.py), so a world is a pure function of the episode seed.
 
 Graph construction follows rules section 3 literally (a random recursive spanning tree, then n
 extra edge attempts, each skipped if it duplicates an edge or an endpoint already has 6
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .prospector_consts import (
+from .consts import (
     MAX_ASTEROIDS,
     MAX_EDGES,
     MAX_NEIGHBORS,
@@ -28,7 +28,7 @@ from .prospector_consts import (
     NODE_HAZARD,
     Rules,
 )
-from .prospector_rng import D_ASTEROIDS, D_WORLD, Site, normals_from_uniforms
+from .rng import D_ASTEROIDS, D_WORLD, Site, normals_from_uniforms
 
 NT = MAX_NODES - 1  # tree attempts (nodes 1..31)
 NX = MAX_NODES  # extra-edge attempts

@@ -16,10 +16,11 @@ USAGE_ERROR = 2
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input: reported in one line with exit code 2."""
     from training.envs.env_spec import EnvSpecError
+    from training.envs.plugin import PluginError
     from training.rollout import EnvOutputError
     from training.run_store import CheckpointError, RunStoreError
 
-    return ConfigError, EnvSpecError, RunStoreError, CheckpointError, EnvOutputError
+    return ConfigError, EnvSpecError, PluginError, RunStoreError, CheckpointError, EnvOutputError
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
     train = sub.add_parser("train", help="train a policy (embedded Ray, or --address / RAY_ADDRESS to join a cluster)")
     add_train_args(train)
-    add_tool_parsers(sub)  # eval, plot, replay
+    add_tool_parsers(sub)  # eval, plot, replay, envs
     return parser
 
 

@@ -24,18 +24,15 @@ from ray.exceptions import RayActorError
 from ray_app.learner import RemoteLearner
 from ray_app.local_ray import start_local_ray
 from ray_app.placement import check_capacity, cluster_device, learner_options
-from ray_app.progress import StatusLine
+from ray_app.recorder import RunRecorder
 from ray_app.replay_tasks import ReplayTracker
 from ray_app.runner import fetch_states
 from ray_app.runner_pool import RunnerKeepsDying, RunnerPool
 from training.config import TrainConfig
 from training.envs.env_spec import check_env_spec
-from training.run_metadata import (
-    metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
-)
-from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, default_run_id, encode_checkpoint
+from training.run_metadata import metadata_finished, metadata_resumed, new_metadata
+from training.run_store import CheckpointError, CheckpointFormatError, RunStore, default_run_id, encode_checkpoint
 from training.sinks import WandbSink
-from training.windowing import WindowAggregator
 
 
 class LearnerLost(Exception):
@@ -93,27 +90,6 @@ def _start_ray(cfg: TrainConfig) -> bool:
     return True
 
 
-def _progress_line(row: dict, cfg: TrainConfig) -> str:
-    def num(key, fmt):
-        v = row.get(key)
-        return "-" if v is None else format(v, fmt)
-
-    pct = 100.0 * row["env_steps_total"] / cfg.total_env_steps
-    parts = [
-        f"window {row['window_id']:>4}",
-        f"steps {row['env_steps_total']:>11,}/{cfg.total_env_steps:,} ({pct:5.1f}%)",
-        f"sps {num('sps', ',.0f')}",
-        f"return_mean {num('return_mean', '.2f')}",
-        f"episodes {row['episodes_completed']}",
-    ]
-    if row.get("teacher_played"):  # kickstarting warm-up: these returns are the teacher's, not the policy's
-        parts[3] += f" (teacher played {100 * row['teacher_played']:.0f}%)"
-    if row.get("value_loss") is not None:
-        parts.append(f"pg {num('policy_loss', '.4f')} v {num('value_loss', '.4f')} ent {num('entropy', '.3f')} "
-                     f"kl {num('approx_kl', '.4f')}")
-    return " | ".join(parts)
-
-
 def _open_store(cfg: TrainConfig) -> RunStore:
     if cfg.resume:
         store = RunStore.open(cfg.resume)
@@ -124,6 +100,8 @@ def _open_store(cfg: TrainConfig) -> RunStore:
             raise CheckpointError(f"{store.checkpoints_dir}: no checkpoint to resume from")
         try:
             store.load_checkpoint(checkpoints[-1])
+        except CheckpointFormatError:
+            raise  # the run's other checkpoints share the format: no older one to fall back on
         except CheckpointError as e:
             raise CheckpointError(f"{e} (move it aside to resume from the previous checkpoint)") from None
         return store
@@ -219,7 +197,7 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
         state.runner_incarnations = pool.incarnations
         spec = None
         if learner is not None:
-            learner.build.remote(pool.obs_space, pool.act_space)
+            learner.build.remote(pool.env_info)
             spec = _learner_ready(learner, cfg)
         runner_nodes = pool.node_ids()
         meta.update(runner_nodes=sorted(set(runner_nodes)), learner_device=device,
@@ -251,121 +229,57 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
 
 
 def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
-    agg = WindowAggregator(cfg.run_id, cfg.window_env_steps, start_window_id=state.window_id + 1,
-                           start_env_steps=state.env_steps)
-    weights = learner.get_weights.remote() if learner else None
-    version = 0
-    restarts_before = meta.get("runner_restarts", 0)
-    print(f"run {cfg.run_id}: {cfg.env} | {cfg.ppo_num_workers} runners x {cfg.envs_per_worker} envs | "
-          f"backend {cfg.trainer_backend} | learner {meta.get('learner_device')} | {store.run_dir}", flush=True)
+    """Sample, learn, record, until the run's steps are done or a signal stops it."""
+    overlap = cfg.async_rollouts and learner is not None
 
-    def checkpoint(meta):
-        header = dict(format_version=CHECKPOINT_FORMAT_VERSION, window_id=state.window_id,
-                      env_steps_total=state.env_steps, episodes_total=state.episodes, config=cfg.to_dict(),
-                      policy_spec=spec)
+    def encode(header):  # the checkpoint's bytes, from whoever holds the states
         # overlapped mode: a round is in flight, so the runners' state is ahead of the accounting;
         # a resume then restarts their envs (exact accounting, not trajectories)
         runner_refs = None if overlap else pool.state_refs()
         if learner is not None:  # the learner encodes: runner states go to it by reference
-            ckpt = _call_learner(learner.checkpoint.remote(header, runner_refs))
-        else:  # random backend: no learner process, so torch loads here to encode
-            ckpt = encode_checkpoint({**header, "learner": None, "runners": fetch_states(runner_refs)})
-        path = store.save_checkpoint(state.window_id, ckpt)
-        state.last_checkpoint_window = state.window_id
-        sink.log_checkpoint(str(store.run_dir / path), state.window_id)
-        replays.submit(state.window_id, path, state.env_steps, spec, weights)
-        return metadata_after_checkpoint(meta, state.window_id, state.env_steps, path)
+            return _call_learner(learner.checkpoint.remote(header, runner_refs))
+        # random backend: no learner process, so torch loads here to encode
+        return encode_checkpoint({**header, "learner": None, "runners": fetch_states(runner_refs)})
 
-    def write_window(meta, row):
-        state.window_id = row["window_id"]
-        store.append_window(row)
-        sink.log_window(row)
-        status_line.clear()
-        status_line.window(row)
-        print(_progress_line(row, cfg), flush=True)
-        pool.window_closed()
-        return metadata_after_window(meta, row)
+    replays = ReplayTracker(cfg, store.run_dir, cfg.run_id, pool.env_info)
+    recorder = RunRecorder(cfg, store, meta, state, sink, pool, replays, encode, spec)
+    print(f"run {cfg.run_id}: {cfg.env} | {cfg.ppo_num_workers} runners x {cfg.envs_per_worker} envs | "
+          f"backend {cfg.trainer_backend} | learner {meta.get('learner_device')} | {store.run_dir}", flush=True)
 
-    status = "completed"
-    status_line = StatusLine(cfg.total_env_steps)
-    replays = ReplayTracker(cfg, store.run_dir, cfg.run_id)
-    overlap = cfg.async_rollouts and learner is not None
     def teach():  # kickstarting: the teacher plays during the warm-up, then labels until its weight is 0
         if not cfg.kickstart_teacher or state.env_steps >= cfg.kickstart_steps:
             return False
         return "drive" if state.env_steps < cfg.kickstart_warmup_steps else True
 
+    weights = learner.get_weights.remote() if learner else None
+    version = 0
     in_flight = pool.submit(weights, version, spec, teach()) if state.env_steps < cfg.total_env_steps else None
     while in_flight is not None:
         round_start = time.time()
         # sample: every runner's rollout of this round
         outs = pool.gather(in_flight, give_up=lambda: bool(state.stop_signals))
+        summaries = [summary for _, summary in outs]
         sampled = time.time()
-        steps = sum(summary["env_steps"] for _, summary in outs)
+        steps = sum(summary["env_steps"] for summary in summaries)
         more = state.env_steps + steps < cfg.total_env_steps and not state.stop_signals
         # overlapped mode: the next round starts now, with the weights the learner is about to replace
         in_flight = pool.submit(weights, version, spec, teach()) if overlap and more else None
         # learn: rollouts go runner -> learner by reference; new weights come back as one object
         losses, lag = None, None
         if learner is not None:
-            lag = sum(version - summary["policy_version"] for _, summary in outs) / len(outs)
+            lag = sum(version - summary["policy_version"] for summary in summaries) / len(summaries)
             sampling = pool.summary_refs(in_flight) if in_flight else None
             losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap,
                                                        sampling=sampling)
             losses = _call_learner(losses_ref)
             version += 1
         learned = time.time()
-        # account
-        summaries = [summary for _, summary in outs]
-        episodes = [ep for s in summaries for ep in s["episodes"]]
-        state.env_steps += steps
-        state.episodes += len(episodes)
-        rows = agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses,
-                             time.time() - round_start,
-                             extra=_extra_metrics(lag, losses, sampled - round_start, learned - sampled))
-        # write
-        for row in rows:
-            meta = write_window(meta, row)
-            meta["runner_restarts"] = restarts_before + pool.restarts_total
-            if (state.window_id + 1) % cfg.checkpoint_every_windows == 0:
-                meta = checkpoint(meta)
-            store.write_metadata(meta)
-        if replays.pending:
-            meta = replays.collect(meta, sink)
-            store.write_metadata(meta)
-        status_line.update(state.env_steps)
+        # record: windows, checkpoints, metadata, replays
+        recorder.record(summaries, losses, lag, weights, sampled - round_start, learned - sampled,
+                        time.time() - round_start)
         if more and not overlap:  # only now: a checkpoint above must see the runners between rounds
             in_flight = pool.submit(weights, version, spec, teach())
-    status_line.clear()
-    if state.stop_signals and state.env_steps < cfg.total_env_steps:
-        status = "stopped"
-
-    if status == "completed" and not cfg.flush_partial_window and agg.pending_env_steps:
-        print(f"note: the last {agg.pending_env_steps:,} env steps closed no window, so they are in no window "
-              "row and no checkpoint; --flush-partial-window keeps them", flush=True)
-    if status == "stopped" or cfg.flush_partial_window:
-        row = agg.flush_partial()
-        if row is not None:
-            meta = write_window(meta, row)
-    if state.window_id >= 0 and state.last_checkpoint_window != state.window_id:
-        meta = checkpoint(meta)
-    meta["runner_restarts"] = restarts_before + pool.restarts_total
-    if status == "completed":  # a stopped run does not wait for its evaluation episodes
-        meta = replays.collect(meta, sink, wait=True)
-    return metadata_finished(meta, status)
-
-
-def _extra_metrics(lag, losses, wait_sample_s: float, wait_learn_s: float) -> dict | None:
-    """Per-round scalars beyond the contract's losses, averaged per window: the policy lag, and
-    where the driver's round went (waiting for the rollouts, then for the update), and how long the
-    update ran on fewer threads beside sampling runners (overlapped mode on shared cores)."""
-    if lag is None:
-        return None
-    extra = {"policy_lag": lag, "round_wait_sample_s": wait_sample_s, "round_wait_learn_s": wait_learn_s}
-    for key in ("distill_loss", "teacher_played", "rollin_share", "learner_shared_s"):
-        if key in losses:
-            extra[key] = losses[key]
-    return extra
+    return recorder.finish(stopped=bool(state.stop_signals))
 
 
 def _learner_ready(learner, cfg) -> dict:

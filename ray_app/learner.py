@@ -26,10 +26,10 @@ class Learner:
         self.calls = 0
         self.threads_while_sampling = self.threads
 
-    def build(self, obs_space, act_space) -> None:
+    def build(self, env_info) -> None:
         from training.learner import PPOLearner
 
-        self.core = PPOLearner(self.cfg, obs_space, act_space, device=self.device)
+        self.core = PPOLearner(self.cfg, env_info, device=self.device)
 
     def share_cores(self, runner_cpus_here: float) -> int:
         """Runners holding ``runner_cpus_here`` CPUs run on this learner's node. Where Ray's CPUs

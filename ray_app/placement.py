@@ -45,10 +45,10 @@ class CoreShare:
 
     The embedded driver gives Ray enough CPUs for every actor even on 2 cores, so in overlapped
     mode a 2-thread learner update and a sampling runner oversubscribe them: each of the update's
-    parallel ops then waits for whichever thread the runner displaced (2.1 s per update here, against
-    1.05 s with one thread and 0.63 s with two alone).
-    So the update uses ``threads_while_sampling`` threads until ``sampling_done()`` and all
-    ``threads`` afterwards (docs/BENCHMARKS.md). ``poll`` runs between minibatches."""
+    parallel ops then waits for whichever thread the runner displaced: several times slower than
+    either thread count alone (docs/BENCHMARKS.md, "Core sharing"). So the update uses
+    ``threads_while_sampling`` threads until ``sampling_done()`` and all ``threads`` afterwards.
+    ``poll`` runs between minibatches."""
 
     def __init__(self, sampling_done, threads_while_sampling: int, threads: int):
         import torch  # here: the driver imports this module and must not load torch

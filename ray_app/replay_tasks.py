@@ -12,26 +12,26 @@ from training.replay_index import best_window_episode, publish_replay, threshold
 
 # num_cpus=0: it runs beside the runners and learner instead of waiting for them to finish.
 @ray.remote(num_cpus=0)
-def play_window_episodes(cfg_dict: dict, window_id: int, policy_spec: dict | None, weights: dict | None):
-    from training.policy import policy_from_spec, set_weights  # torch: in the task, not the driver
+def play_window_episodes(cfg_dict: dict, window_id: int, policy_spec: dict | None, weights: dict | None, env_info):
+    from training.agent import build_agent, set_weights  # torch: in the task, not the driver
 
     set_torch_threads()
     policy = None
     if policy_spec is not None:
-        policy = policy_from_spec(policy_spec)
+        policy = build_agent(policy_spec, env_info)
         set_weights(policy, weights)
     return best_window_episode(cfg_dict, window_id, policy)
 
 
 class ReplayTracker:
-    def __init__(self, cfg, run_dir, run_id: str):
-        self.cfg, self.run_dir, self.run_id = cfg, run_dir, run_id
+    def __init__(self, cfg, run_dir, run_id: str, env_info):
+        self.cfg, self.run_dir, self.run_id, self.env_info = cfg, run_dir, run_id, env_info
         self.enabled = cfg.eval_replays_per_window > 0
         self.pending: dict = {}  # task ref -> (window_id, checkpoint path, env steps)
 
     def submit(self, window_id: int, checkpoint_path: str, env_steps: int, policy_spec, weights) -> None:
         if self.enabled:
-            ref = play_window_episodes.remote(self.cfg.to_dict(), window_id, policy_spec, weights)
+            ref = play_window_episodes.remote(self.cfg.to_dict(), window_id, policy_spec, weights, self.env_info)
             self.pending[ref] = (window_id, checkpoint_path, env_steps)
 
     def collect(self, meta: dict, sink, wait: bool = False) -> dict:

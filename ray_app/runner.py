@@ -2,7 +2,7 @@
 
 The driver imports this module only to create the actors, so everything that loads torch or
 PufferLib (the env, the policy, the collector) is imported inside the actor's methods: the
-driver's process stays free of both (~220 MB RSS and ~2.4 s of start-up less).
+driver's process stays free of both (README, "Layout").
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class EnvRunner:
     they are split over runners."""
 
     def __init__(self, cfg_dict: dict, index: int, incarnation: int = 0):
+        from training.agent import load_behaviour
+        from training.envs.plugin import behaviour_ref
         from training.envs.registry import make_vecenv
         from training.rollout import RolloutCollector
 
@@ -40,9 +42,8 @@ class EnvRunner:
                                vector_backend=cfg.ppo_vector_backend)
         teacher = None
         if cfg.kickstart_teacher:
-            from training.envs.bots import BOTS
-
-            teacher = BOTS[cfg.kickstart_teacher]
+            teacher = load_behaviour(behaviour_ref(cfg.kickstart_teacher, cfg.env, "--kickstart-teacher"),
+                                     "--kickstart-teacher")
         # overlapped mode: the learner computes the values itself (V-trace), so the critic is skipped here
         self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env,
                                           teacher=teacher, step_values=not cfg.async_rollouts,
@@ -51,8 +52,11 @@ class EnvRunner:
         self.learns = cfg.trainer_backend == "puffer_ppo"
         self.version = -1
 
-    def spaces(self):
-        return self.env.single_observation_space, self.env.single_action_space
+    def env_info(self):
+        """What the policy factory sees of the env (``training.envs.env_info.EnvInfo``)."""
+        from training.envs.env_info import EnvInfo
+
+        return EnvInfo.of(self.env)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -64,10 +68,11 @@ class EnvRunner:
         self.calls += 1
         maybe_die(self.faults, "runner", self.index, self.calls, self.incarnation)
         if self.learns and version != self.version:
-            from training.policy import policy_from_spec, set_weights
+            from training.agent import build_agent, set_weights
+            from training.envs.env_info import EnvInfo
 
             if self.collector.policy is None:
-                self.collector.policy = policy_from_spec(policy_spec)
+                self.collector.policy = build_agent(policy_spec, EnvInfo.of(self.env))
             set_weights(self.collector.policy, weights)
             self.version = version
         batch, episodes = self.collector.collect(teach=teach)

@@ -37,13 +37,13 @@ class RunnerPool:
         # A runner that cannot even build its env is a configuration error, not a lost process:
         # surface it now instead of restarting it.
         try:
-            spaces = ray.get([r.spaces.remote() for r in self.runners], timeout=cfg.wait_for_resources_s)
+            infos = ray.get([r.env_info.remote() for r in self.runners], timeout=cfg.wait_for_resources_s)
         except ray.exceptions.GetTimeoutError:
             self.shutdown()
             raise RuntimeError(f"the env runners could not be placed within {cfg.wait_for_resources_s:g}s "
                                f"(each needs {cfg.runner_num_cpus:g} CPU; --runner-placement {cfg.runner_placement}); "
                                "lower --ppo-num-workers or add nodes") from None
-        self.obs_space, self.act_space = spaces[0]
+        self.env_info = infos[0]  # what the learner builds the policy from
 
     def _start(self, index: int):
         return RemoteEnvRunner.options(**runner_options(self.cfg, index, self.placement_group)).remote(self.cfg_dict, index, self.incarnations[index])

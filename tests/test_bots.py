@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from training.envs.bot_eval import evaluate_bots, evaluate_policies
-from training.envs.bots import BOTS, make_bots
-from training.envs.prospector import ProspectorEnv
-from training.envs.prospector_consts import CREDITS_CAP, OBS_DIM
+from prospector_game.bot_eval import evaluate_bots, evaluate_policies
+from prospector_game.bots import BOTS, make_bots
+from prospector_game.env import ProspectorEnv
+from prospector_game.consts import CREDITS_CAP, OBS_DIM
 
 BOT_NAMES = ["greedy_miner", "cautious_scanner", "market_timer"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from training.checkpoint_codec import MIN_RECORD_BYTES, save_to_array
-from training.envs.prospector import ProspectorEnv
+from prospector_game.env import ProspectorEnv
 from training.run_store import CHECKPOINT_FORMAT_VERSION, encode_checkpoint, load_checkpoint
 
 

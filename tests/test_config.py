@@ -4,7 +4,8 @@ import argparse
 
 import pytest
 
-from training.config import ENV_PRESETS, ConfigError, TrainConfig, add_train_args, config_from_args
+from training.config import ConfigError, TrainConfig, add_train_args, config_from_args, preset_for
+from training.envs.plugin import find_plugin
 
 
 def parse(*argv):
@@ -19,14 +20,21 @@ def test_contract_defaults_for_an_env_without_preset():
     assert (cfg.ppo_num_minibatches, cfg.ppo_update_epochs, cfg.ppo_learning_rate) == (4, 4, 3e-4)
     assert (cfg.ppo_gamma, cfg.ppo_gae_lambda, cfg.ppo_clip_coef) == (0.99, 0.95, 0.2)
     assert (cfg.ppo_ent_coef, cfg.ppo_vf_coef, cfg.ppo_max_grad_norm) == (0.01, 0.5, 0.5)
-    assert (cfg.run_root, cfg.seed, cfg.env_time_max, cfg.checkpoint_every_windows) == ("runs", 0, 20000, 1)
-    assert cfg.wandb_mode == "disabled" and cfg.wandb_project == "asteroid-prospector"
+    assert (cfg.run_root, cfg.seed, cfg.env_time_max, cfg.checkpoint_every_windows) == ("runs", 0, None, 1)
+    assert cfg.wandb_mode == "disabled" and cfg.wandb_project == "prospector-trainer"
     assert cfg.eval_seed_offset == 100000 and cfg.eval_policy_deterministic is True
+    assert cfg.policy == "mlp" and cfg.policy_kwargs == {} and cfg.env_rules is None
+
+
+def test_the_first_versions_defaults_hold_for_the_game():
+    cfg = parse()  # the first version's CLI had no --env: the game
+    assert cfg.env == "prospector" and cfg.env_time_max == 20000 and cfg.env_rules == "v2"
+    assert cfg.wandb_project == "asteroid-prospector"
 
 
 def test_preset_fills_unset_flags_and_explicit_flags_win():
     cfg = parse("--env", "gym:CartPole-v1", "--total-env-steps", "200000", "--window-env-steps", "10000")
-    assert cfg.ppo_update_epochs == ENV_PRESETS["gym:CartPole-v1"]["ppo_update_epochs"]
+    assert cfg.ppo_update_epochs == preset_for("gym:CartPole-v1")["ppo_update_epochs"] == 20
     assert cfg.total_env_steps == 200000
     cfg = parse("--env", "gym:CartPole-v1", "--ppo-update-epochs", "3", "--total-env-steps", "1000",
                 "--window-env-steps", "500")
@@ -67,9 +75,26 @@ def test_invalid_config_names_the_flag(argv, flag):
 
 def test_unknown_choice_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as e:
-        parse("--env-rules", "v3")
+        parse("--learner-device", "tpu")
     assert e.value.code == 2
-    assert "--env-rules" in capsys.readouterr().err
+    assert "--learner-device" in capsys.readouterr().err
+
+
+def test_an_envs_own_settings_are_checked_by_its_plugin():
+    with pytest.raises(ConfigError) as e:
+        parse("--env-rules", "v3")  # the game's rule sets are v1 and v2
+    assert e.value.flag == "--env-rules"
+    assert parse("--env", "gym:Acrobot-v1", "--env-rules", "v3").env_rules == "v3"  # an env without rules ignores it
+
+
+def test_policy_kwargs_are_a_json_object_and_the_policy_must_be_found():
+    assert parse("--env", "gym:Acrobot-v1", "--policy-kwargs", '{"hidden_size": 8}').policy_kwargs == {"hidden_size": 8}
+    assert parse("--env", "gym:Acrobot-v1", "--policy-arch", "pufferlib.models:Default").policy == "pufferlib.models:Default"  # the old name
+    for argv, name in ((["--policy-kwargs", "{bad"], "--policy-kwargs"), (["--policy-kwargs", "[1, 2]"], "--policy-kwargs"),
+                       (["--policy", "no_such_name"], "--policy"), (["--policy", "no_such_module:f"], "--policy")):
+        with pytest.raises(ConfigError) as e:
+            parse("--env", "gym:Acrobot-v1", *argv)
+        assert e.value.flag == name, argv
 
 
 def test_derived_values():
@@ -82,9 +107,10 @@ KICK = ("--kickstart-teacher", "cautious_scanner", "--kickstart-steps", "4000000
 
 
 def test_a_presets_teacher_and_prior_can_be_switched_off(monkeypatch):
-    preset = dict(ENV_PRESETS["prospector"], kickstart_teacher="cautious_scanner", kickstart_steps=1000,
-                  kickstart_rollin_steps=500, policy_prior="greedy_miner")
-    monkeypatch.setitem(ENV_PRESETS, "prospector", preset)
+    preset = find_plugin("prospector").preset
+    for key, value in dict(kickstart_teacher="cautious_scanner", kickstart_steps=1000, kickstart_rollin_steps=500,
+                           policy_prior="greedy_miner").items():
+        monkeypatch.setitem(preset, key, value)
     on = parse("--env", "prospector")
     assert (on.kickstart_teacher, on.kickstart_rollin_steps, on.policy_prior) == ("cautious_scanner", 500, "greedy_miner")
     off = parse("--env", "prospector", "--kickstart-teacher", "none", "--policy-prior", "none")
@@ -92,13 +118,15 @@ def test_a_presets_teacher_and_prior_can_be_switched_off(monkeypatch):
     assert off.policy_prior is None
 
 
-def test_kickstart_teacher_is_a_prospector_bot():
+def test_kickstart_teacher_is_a_behaviour_the_env_offers_or_a_reference():
     assert parse("--env", "prospector", *KICK).kickstart_teacher == "cautious_scanner"
     with pytest.raises(ConfigError) as e:
         parse("--env", "prospector", "--kickstart-teacher", "no_such_bot", "--kickstart-steps", "1000")
     assert e.value.flag == "--kickstart-teacher"
     with pytest.raises(ConfigError):
-        parse("--env", "gym:Acrobot-v1", "--kickstart-teacher", "greedy_miner")
+        parse("--env", "gym:Acrobot-v1", "--kickstart-teacher", "greedy_miner")  # a name only the game offers
+    ref = "prospector_game.bots:greedy_miner"
+    assert parse("--env", "gym:Acrobot-v1", "--kickstart-teacher", ref, "--kickstart-steps", "10").kickstart_teacher == ref
 
 
 def test_kickstart_warmup_needs_a_teacher_and_ends_before_its_weight_does():

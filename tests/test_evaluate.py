@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from ray_app.cli import main
-from training.envs.bot_eval import evaluate_bots
-from training.envs.bots import BOTS
-from training.envs.prospector import ProspectorEnv
+from prospector_game.bot_eval import evaluate_bots
+from prospector_game.bots import BOTS
+from prospector_game.env import ProspectorEnv
 from training.evaluate import (comparison_table, evaluate_policy, load_policy, make_act_fn,
                                summarize)
-from training.policy import build_policy
+from training.agent import mlp_agent
 from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError
 
 TIME_MAX = 120  # short episodes keep every test here well under a second or two
@@ -29,7 +29,7 @@ def _cli(argv):
 def _policy(seed=0):
     torch.manual_seed(seed)
     env = ProspectorEnv(1)
-    return build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+    return mlp_agent(env.single_observation_space, env.single_action_space, hidden=(16, 16))
 
 
 def _checkpoint(path, policy=None, random_backend=False):
@@ -53,11 +53,12 @@ def test_summarize_hand_example():
     assert s["return_median"] == pytest.approx(3.0)
     assert s["return_ci95_low"] == pytest.approx(3.0 - half) and s["return_ci95_high"] == pytest.approx(3.0 + half)
     assert s["return_ci95_low"] == pytest.approx(1.614071, abs=1e-6)  # 3 - 1.96 * 0.707107
-    assert s["survival_rate"] == pytest.approx(0.6)
+    assert s["survival_mean"] == pytest.approx(0.6)  # every number the env reports, as a mean
     assert s["net_profit_mean"] == pytest.approx(30.0) and s["profit_per_tick_mean"] == pytest.approx(3.0)
-    assert s["ticks_mean"] == pytest.approx(10.0)
-    one = summarize([{"episode_return": 2.0, "episode_length": 7}])
-    assert one["return_ci95_low"] is None and one["survival_rate"] is None and one["ticks_mean"] == 7
+    assert s["ticks_mean"] == pytest.approx(10.0) and "episode_return_mean" not in s
+    one = summarize([{"episode_return": 2.0, "episode_length": 7, "seed": 3, "note": "x"}])
+    assert one["return_ci95_low"] is None and one["episode_length_mean"] == 7
+    assert "survival_mean" not in one and "seed_mean" not in one and "note_mean" not in one
 
 
 def test_comparison_table_is_aligned():
@@ -169,7 +170,7 @@ def test_temperature_samples_from_scaled_logits():
     obs = torch.as_tensor(np.stack([ProspectorEnv(1).reset(seed=s)[0][0] for s in range(64)]))
     scaled = _policy(3)
     with torch.no_grad():
-        last = scaled.actor[-1]
+        last = scaled.policy.actor[-1]
         last.weight.div_(0.25), last.bias.div_(0.25)
 
     def draw(p, **kw):
@@ -185,16 +186,16 @@ def test_temperature_samples_from_scaled_logits():
 def test_temperature_widens_or_narrows_a_gaussian():
     from gymnasium import spaces
 
-    policy = build_policy(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), hidden=(8,))
-    mean, log_std = policy._dist_params(torch.zeros(1, 3))
-    t_mean, t_log_std = policy.tempered((mean, log_std), 0.5)
+    policy = mlp_agent(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), hidden=(8,))
+    mean, log_std = policy(torch.zeros(1, 3))[0]
+    t_mean, t_log_std = policy.dist.tempered((mean, log_std), 0.5)
     assert torch.equal(t_mean, mean)
     assert torch.allclose(t_log_std.exp(), 0.5 * log_std.exp())
 
 
 def test_cli_eval_temperature(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "ckpt_000002.pt")
-    assert _cli(["eval", "--checkpoint", str(ckpt), "--episodes", "2", "--no-bots", "--temperature", "0.5"]) == 0
+    assert _cli(["eval", "--checkpoint", str(ckpt), "--episodes", "2", "--no-baselines", "--temperature", "0.5"]) == 0
     assert "stochastic (seeded, temperature 0.5)" in capsys.readouterr().out
     assert _cli(["eval", "--checkpoint", str(ckpt), "--episodes", "2", "--temperature", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: --temperature must be > 0")

@@ -7,7 +7,8 @@ from training.config import config_from_args
 from training.envs.registry import make_vecenv
 import training.learner as learner_module
 from training.learner import PPOLearner
-from training.policy import policy_from_spec, set_weights
+from training.agent import build_agent, set_weights
+from training.envs.env_info import EnvInfo
 from training.ppo import compute_vtrace, ppo_update
 from training.rollout import RolloutCollector
 
@@ -17,8 +18,8 @@ def setup(seed=0, **flags):
                             "ppo_num_envs": 4, "ppo_num_workers": 1, "ppo_rollout_steps": 32,
                             "ppo_update_epochs": 2, "ppo_num_minibatches": 2, "seed": seed, **flags})
     env = make_vecenv(cfg.env, 4, seed=0)
-    learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
-    behaviour = policy_from_spec(learner.policy_spec)
+    learner = PPOLearner(cfg, EnvInfo.of(env))
+    behaviour = build_agent(learner.policy_spec, EnvInfo.of(env))
     set_weights(behaviour, learner.weights())
     return cfg, env, learner, behaviour
 
@@ -233,16 +234,16 @@ def test_teacher_driven_batch_trains_by_cloning_only():
     batch["actions"] = 1 - batch["actions"]
     batch["driven"] = True
     _, _, b, _ = setup()
-    actor_before = {k: v for k, v in a.weights().items() if k.startswith("actor")}
+    actor_before = {k: v for k, v in a.weights().items() if k.startswith("policy.actor")}
     metrics = a.learn([batch], off_policy=False)
     b.learn([batch], off_policy=True)
     assert metrics["policy_loss"] is None and metrics["approx_kl"] is None  # not the acting policy's ratios
     assert np.isfinite(metrics["value_loss"])
     for k, v in a.weights().items():
         np.testing.assert_array_equal(v, b.weights()[k], err_msg=k)
-        if k.startswith("actor"):  # CartPole has no teacher: distill weight 0, pg term off
+        if k.startswith("policy.actor"):  # CartPole has no teacher: distill weight 0, pg term off
             np.testing.assert_array_equal(v, actor_before[k], err_msg=k)
-    assert any(not np.array_equal(v, setup()[2].weights()[k]) for k, v in a.weights().items() if k.startswith("critic"))
+    assert any(not np.array_equal(v, setup()[2].weights()[k]) for k, v in a.weights().items() if k.startswith("policy.critic"))
 
 
 def test_rollin_steps_train_the_critic_but_not_the_policy_gradient():
@@ -252,18 +253,18 @@ def test_rollin_steps_train_the_critic_but_not_the_policy_gradient():
     _, env, a, behaviour = setup()
     batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
     batch["teacher_played"] = np.ones_like(batch["valid"])
-    actor_before = {k: v for k, v in a.weights().items() if k.startswith("actor")}
+    actor_before = {k: v for k, v in a.weights().items() if k.startswith("policy.actor")}
     metrics = a.learn([batch])
     assert metrics["rollin_share"] == 1.0
     for k, v in a.weights().items():
-        if k.startswith("actor"):
+        if k.startswith("policy.actor"):
             np.testing.assert_array_equal(v, actor_before[k], err_msg=k)
         else:
             assert not np.array_equal(v, behaviour.state_dict()[k].numpy()), k
     _, _, b, _ = setup()
     batch["teacher_played"][:16] = False
     assert b.learn([batch])["rollin_share"] == 0.5
-    assert any(not np.array_equal(v, actor_before[k]) for k, v in b.weights().items() if k.startswith("actor"))
+    assert any(not np.array_equal(v, actor_before[k]) for k, v in b.weights().items() if k.startswith("policy.actor"))
 
 
 def test_learn_uses_a_read_only_rollout_as_is():
@@ -293,19 +294,17 @@ def test_learn_uses_a_read_only_rollout_as_is():
 def test_a_residual_policy_runs_its_bot_once_per_round(monkeypatch):
     """The prior bot's actions are computed once for the round's batch and handed to every
     minibatch's forward pass (not recomputed for each of epochs x minibatches)."""
-    import training.prospector_net as net
-
     cfg = config_from_args({"env": "prospector", "total_env_steps": 4096, "window_env_steps": 1024,
                             "ppo_num_envs": 4, "ppo_num_workers": 1, "ppo_rollout_steps": 32,
                             "ppo_update_epochs": 2, "ppo_num_minibatches": 2, "policy_hidden": "16"})
     assert cfg.policy_prior == "cautious_scanner"  # the preset's
     env = make_vecenv(cfg.env, 4, seed=0)
-    learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
-    behaviour = policy_from_spec(learner.policy_spec)
+    learner = PPOLearner(cfg, EnvInfo.of(env))
+    behaviour = build_agent(learner.policy_spec, EnvInfo.of(env))
     set_weights(behaviour, learner.weights())
     batch, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
     calls = []
-    real = net.prior_actions
-    monkeypatch.setattr(net, "prior_actions", lambda obs, enc: calls.append(len(obs)) or real(obs, enc))
+    real = learner.policy.prior
+    monkeypatch.setattr(learner.policy, "prior", lambda obs: calls.append(len(obs)) or real(obs))
     assert np.isfinite(learner.learn([batch])["policy_loss"])
     assert calls == [128]  # 32 steps x 4 envs, once

@@ -1,4 +1,5 @@
-"""Policy network: shapes, spec round trip, weights, distributions checked against torch.distributions."""
+"""The default policy through the trainer's Agent: shapes, spec round trip, weights, distributions
+checked against torch.distributions, and the policy plug-in convention."""
 
 import json
 import warnings
@@ -9,8 +10,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, Normal
 
-from training.policy import (build_policy, get_weights, policy_from_spec, policy_numpy_act,
-                             set_weights)
+from training.agent import build_agent, get_weights, mlp_agent, set_weights
+from training.envs.env_info import EnvInfo
 
 OBS = gymnasium.spaces.Box(0, 255, (2, 3), np.uint8)  # non-flat, non-float on purpose
 SPACES = {
@@ -23,7 +24,7 @@ B = 5
 
 def make(kind, seed=0):
     torch.manual_seed(seed)
-    return build_policy(OBS, SPACES[kind], hidden=(8, 8))
+    return mlp_agent(OBS, SPACES[kind], hidden=(8, 8))
 
 
 def obs_batch(seed=0):
@@ -62,13 +63,13 @@ def test_multidiscrete_logprob_and_entropy_sum_components():
 def test_box_logprob_and_entropy_match_normal():
     policy = make("box")
     with torch.no_grad():
-        policy.actor_logstd.copy_(torch.tensor([[-0.5, 0.3]]))
+        policy.policy.actor_logstd.copy_(torch.tensor([[-0.5, 0.3]]))
     obs = obs_batch()
     action = torch.randn(B, 2) * 2
     with torch.no_grad():
         (mean, log_std), _ = policy(obs)
         logprob, entropy, _ = policy.evaluate(obs, action)
-    assert torch.equal(log_std, policy.actor_logstd.expand(B, 2))
+    assert torch.equal(log_std, policy.policy.actor_logstd.expand(B, 2))
     dist = Normal(mean, torch.tensor([[-0.5, 0.3]]).exp())
     torch.testing.assert_close(logprob, dist.log_prob(action).sum(-1))
     torch.testing.assert_close(entropy, dist.entropy().sum(-1))
@@ -91,10 +92,10 @@ def test_deterministic_act_is_argmax_or_mean():
 
 def test_discrete_sampling_follows_softmax():
     torch.manual_seed(0)
-    policy = build_policy(gymnasium.spaces.Box(-1, 1, (1,)), gymnasium.spaces.Discrete(3), hidden=())
+    policy = mlp_agent(gymnasium.spaces.Box(-1, 1, (1,)), gymnasium.spaces.Discrete(3), hidden=())
     with torch.no_grad():
-        policy.actor[-1].weight.zero_()
-        policy.actor[-1].bias.copy_(torch.tensor([2.0, 0.0, -1.0]))
+        policy.policy.actor[-1].weight.zero_()
+        policy.policy.actor[-1].bias.copy_(torch.tensor([2.0, 0.0, -1.0]))
     obs = torch.zeros(20000, 1)
     with torch.no_grad():
         action, _, _ = policy.act(obs, generator=torch.Generator().manual_seed(0))
@@ -103,11 +104,11 @@ def test_discrete_sampling_follows_softmax():
 
 
 def test_box_sampling_uses_mean_and_std():
-    policy = build_policy(gymnasium.spaces.Box(-1, 1, (1,)), SPACES["box"], hidden=())
+    policy = mlp_agent(gymnasium.spaces.Box(-1, 1, (1,)), SPACES["box"], hidden=())
     with torch.no_grad():
-        policy.actor[-1].weight.zero_()
-        policy.actor[-1].bias.copy_(torch.tensor([0.5, -2.0]))
-        policy.actor_logstd.copy_(torch.tensor([[0.0, np.log(3.0)]]))
+        policy.policy.actor[-1].weight.zero_()
+        policy.policy.actor[-1].bias.copy_(torch.tensor([0.5, -2.0]))
+        policy.policy.actor_logstd.copy_(torch.tensor([[0.0, np.log(3.0)]]))
         action, _, _ = policy.act(torch.zeros(20000, 1), generator=np.random.default_rng(0))
     torch.testing.assert_close(action.mean(0), torch.tensor([0.5, -2.0]), atol=0.06, rtol=0)
     torch.testing.assert_close(action.std(0), torch.tensor([1.0, 3.0]), atol=0.06, rtol=0)
@@ -136,7 +137,7 @@ def test_act_without_value_skips_only_the_critic(kind):
 def test_spec_and_weights_round_trip(kind):
     policy = make(kind, seed=0)
     text = json.dumps(policy.spec, allow_nan=False)  # strict JSON, no Infinity
-    clone = policy_from_spec(json.loads(text))
+    clone = build_agent(json.loads(text), EnvInfo(OBS, SPACES[kind]))
     obs = obs_batch()
     with torch.no_grad():
         clone_before = clone.evaluate(obs, policy.act(obs)[0])[2]
@@ -150,11 +151,7 @@ def test_spec_and_weights_round_trip(kind):
 
 def test_spec_contents():
     spec = make("box").spec
-    assert spec["obs_shape"] == [2, 3] and spec["hidden"] == [8, 8] and spec["activation"] == "tanh"
-    assert spec["action"] == {"kind": "box", "shape": [2], "low": [-1.0, -1.0], "high": [1.0, 1.0]}
-    unbounded = build_policy(OBS, gymnasium.spaces.Box(-np.inf, np.inf, (2,)), hidden=(4,)).spec
-    assert unbounded["action"]["low"] == [None, None]
-    assert make("multidiscrete").spec["action"]["nvec"] == [3, 4, 5]
+    assert spec == {"version": 2, "factory": "training.policy:MLPPolicy", "kwargs": {"hidden": [8, 8]}}
 
 
 def test_init_starts_near_uniform():
@@ -168,36 +165,24 @@ def test_weights_are_numpy_and_set_weights_accepts_read_only():
     policy = make("box")
     weights = get_weights(policy)
     assert all(isinstance(v, np.ndarray) for v in weights.values())
-    assert "actor_logstd" in weights
+    assert "policy.actor_logstd" in weights
     for v in weights.values():
         v.setflags(write=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         set_weights(make("box", seed=1), weights)
-    weights.pop("actor_logstd")
+    weights.pop("policy.actor_logstd")
     with pytest.raises(RuntimeError):
         set_weights(policy, weights)
 
 
-def test_policy_numpy_act_batched_and_unbatched():
-    policy = make("multidiscrete")
-    obs = obs_batch().numpy()
-    action, logprob, value = policy_numpy_act(policy, obs, deterministic=True)
-    assert action.shape == (B, 3) and action.dtype == np.int64
-    assert logprob.shape == value.shape == (B,)
-    single = policy_numpy_act(policy, obs[0], deterministic=True)
-    assert single[0].shape == (3,) and np.isscalar(single[2].item())
-    np.testing.assert_array_equal(single[0], action[0])
-    np.testing.assert_allclose(single[2], value[0], rtol=1e-5, atol=1e-6)
-
-
 def test_unsupported_spaces_raise():
     with pytest.raises(TypeError):
-        build_policy(gymnasium.spaces.Discrete(4), SPACES["discrete"])
+        mlp_agent(gymnasium.spaces.Discrete(4), SPACES["discrete"])
     with pytest.raises(TypeError):
-        build_policy(OBS, gymnasium.spaces.MultiBinary(3))
+        mlp_agent(OBS, gymnasium.spaces.MultiBinary(3))
     with pytest.raises(ValueError):
-        build_policy(OBS, gymnasium.spaces.Discrete(3, start=1))
+        mlp_agent(OBS, gymnasium.spaces.Discrete(3, start=1))
 
 
 def _ulps_apart(a: torch.Tensor, b: torch.Tensor, mantissa_bits: int) -> torch.Tensor:
@@ -252,8 +237,8 @@ def test_policy_under_bfloat16_autocast_matches_nn_tanh_policy():
     from training.ppo import forward_float32
 
     obs_space = gymnasium.spaces.Box(-1.0, 1.0, (260,), np.float32)
-    ours = build_policy(obs_space, gymnasium.spaces.Discrete(69), hidden=(64, 64))
-    ref = policy_from_spec(ours.spec)
+    ours = mlp_agent(obs_space, gymnasium.spaces.Discrete(69), hidden=(64, 64))
+    ref = build_agent(ours.spec, EnvInfo(obs_space, gymnasium.spaces.Discrete(69)))
     ref.load_state_dict(ours.state_dict())
     swapped = 0
     for module in ref.modules():

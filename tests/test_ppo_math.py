@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.policy import build_policy
+from training.agent import mlp_agent
 from training.ppo import (compute_gae, compute_vtrace, explained_variance, linear_lr,
                           minibatch_indices, ppo_losses, ppo_update)
 
@@ -314,7 +314,7 @@ UPDATE_KW = dict(update_epochs=4, num_minibatches=4, clip_coef=0.2, vf_clip_coef
 
 def test_ppo_update_moves_policy_toward_advantaged_actions():
     torch.manual_seed(0)
-    policy = build_policy(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
+    policy = mlp_agent(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
     batch = make_batch(policy)
     zeros = torch.zeros_like(batch["actions"])
 
@@ -343,7 +343,7 @@ def flat_params(policy):
 @pytest.mark.parametrize("max_grad_norm", [0.01, None])
 def test_ppo_update_clips_gradient_norm(max_grad_norm):
     torch.manual_seed(0)
-    policy = build_policy(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
+    policy = mlp_agent(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
     batch = make_batch(policy, adv_scale=10.0, ret_offset=100.0)
     before = flat_params(policy)
     kw = {**UPDATE_KW, "update_epochs": 1, "num_minibatches": 1, "max_grad_norm": max_grad_norm}
@@ -359,7 +359,7 @@ def test_ppo_update_clips_gradient_norm(max_grad_norm):
 
 def test_ppo_update_target_kl_stops_after_first_epoch():
     torch.manual_seed(0)
-    policy = build_policy(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
+    policy = mlp_agent(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
     stats = ppo_update(policy, torch.optim.Adam(policy.parameters(), lr=3e-3), make_batch(policy),
                        **{**UPDATE_KW, "target_kl": 0.0}, generator=np.random.default_rng(0))
     assert stats["num_minibatch_updates"] == 4
@@ -367,7 +367,7 @@ def test_ppo_update_target_kl_stops_after_first_epoch():
 
 def run_update(gen_seed):
     torch.manual_seed(0)
-    policy = build_policy(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
+    policy = mlp_agent(OBS, gymnasium.spaces.Discrete(2), hidden=(16,))
     stats = ppo_update(policy, torch.optim.Adam(policy.parameters(), lr=3e-3), make_batch(policy),
                        **UPDATE_KW, generator=np.random.default_rng(gen_seed))
     return flat_params(policy), stats
@@ -386,7 +386,7 @@ def test_forward_float32_under_bfloat16_autocast():
 
     torch.manual_seed(0)
     for space in (gymnasium.spaces.Discrete(5), gymnasium.spaces.Box(-1, 1, (3,), np.float32)):
-        policy = build_policy(gymnasium.spaces.Box(-1, 1, (8,), np.float32), space, hidden=(32, 32))
+        policy = mlp_agent(gymnasium.spaces.Box(-1, 1, (8,), np.float32), space, hidden=(32, 32))
         obs = torch.randn(16, 8)
         ref_params, ref_value = forward_float32(policy, obs, None)
         params, value = forward_float32(policy, obs, torch.bfloat16)

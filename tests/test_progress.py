@@ -27,7 +27,7 @@ def test_status_line_shows_steps_rate_eta_and_return():
 
 
 def test_window_line_marks_teacher_played_windows_and_keeps_losses_without_ratio_stats():
-    from ray_app.driver import _progress_line
+    from ray_app.recorder import progress_line as _progress_line
     from training.config import TrainConfig
 
     cfg = TrainConfig(total_env_steps=4000)

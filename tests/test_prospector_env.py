@@ -8,14 +8,14 @@ import pufferlib
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import training.envs
-from training.envs.prospector import EPISODE_INFO_KEYS, ProspectorEnv
-from training.envs.prospector_consts import (
+import prospector_game
+from prospector_game.env import EPISODE_INFO_KEYS, ProspectorEnv
+from prospector_game.consts import (
     A_BURN, A_CASH_OUT, A_HOLD, CREDITS_CAP, MAX_NODES, OBS_DIM, RULES_V1, RULES_V2, get_rules,
 )
-from training.envs.prospector_gym import ProspectorGymEnv
-from training.envs.prospector_rng import U64, episode_key
-from training.envs.prospector_world import generate_worlds
+from prospector_game.gym_env import ProspectorGymEnv
+from prospector_game.rng import U64, episode_key
+from prospector_game.world import generate_worlds
 
 
 def random_actions(n, steps, seed=0):
@@ -283,7 +283,7 @@ def test_v2_graphs_connected_for_seeds_0_to_999():
 
 
 def test_gym_registration_and_check_env():
-    importlib.reload(training.envs)  # re-import must not fail
+    importlib.reload(prospector_game)  # re-import must not fail
     for rules in ("v2", "v1"):
         env = gymnasium.make(f"AsteroidProspector-{rules}").unwrapped
         assert isinstance(env, ProspectorGymEnv) and env.rules.name == rules
@@ -321,7 +321,7 @@ def test_gym_view_matches_vector_env_across_episodes():
 def test_get_state_set_state_continues_the_same_trajectories():
     import numpy as np
 
-    from training.envs.prospector import ProspectorEnv
+    from prospector_game.env import ProspectorEnv
 
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 69, size=(300, 8))

@@ -1,5 +1,6 @@
-"""The prospector actor (training/prospector_net.py): its action mask against the env's own
-validity rules, the masked distribution, and the spec that rebuilds it."""
+"""The game's policies (prospector_game/policies.py): the action mask against the env's own
+validity rules, the masked distribution, the spec that rebuilds them, and the game's bots as
+residual priors through the trainer's generic prior."""
 
 import json
 
@@ -8,15 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from prospector_game.bots import BOTS
+from prospector_game.consts import A_CASH_OUT, A_FUEL_L, A_JETTISON0, A_SELECT0, A_SELL0, A_WIDE, N_ACTIONS
+from prospector_game.env import ProspectorEnv
+from prospector_game.policies import MASKED_LOGIT, ActionMask
+from training.agent import build_agent, get_weights, make_spec, set_weights
 from training.config import ConfigError, config_from_args
-from training.envs.prospector import ProspectorEnv
-from training.envs.prospector_consts import (
-    A_CASH_OUT, A_FUEL_L, A_JETTISON0, A_SELECT0, A_SELL0, A_WIDE, N_ACTIONS,
-)
-from training.policy import build_policy, get_weights, policy_from_spec, set_weights
+from training.envs.env_info import EnvInfo
 from training.ppo import ppo_update
-from training.envs.bots import BOTS
-from training.prospector_net import MASKED_LOGIT, action_mask, encoder_spec
+
+
+def action_mask(x, rules):
+    return ActionMask(rules)(x)
 
 
 def _visited_states(rules="v2", n=256, steps=300, seed=0):
@@ -38,7 +42,7 @@ def _visited_states(rules="v2", n=256, steps=300, seed=0):
 @pytest.mark.parametrize("rules", ["v1", "v2"])
 def test_mask_allows_only_valid_actions_and_blocks_every_invalid_one(rules):
     obs, a, invalid = _visited_states(rules)
-    allowed = action_mask(torch.from_numpy(obs), encoder_spec(rules)).numpy()[np.arange(len(a)), a]
+    allowed = action_mask(torch.from_numpy(obs), rules).numpy()[np.arange(len(a)), a]
     assert invalid.sum() > 1000 and allowed.sum() > 1000  # both sides are exercised
     # every action the policy may take is valid by the rules...
     assert not (allowed & invalid).any(), np.unique(a[allowed & invalid])
@@ -54,31 +58,38 @@ def test_mask_allows_only_valid_actions_and_blocks_every_invalid_one(rules):
 def test_mask_by_hand_at_the_station_and_in_the_field():
     env = ProspectorEnv(num_envs=1, seed=3)
     obs, _ = env.reset(seed=3)
-    m = action_mask(torch.from_numpy(obs), encoder_spec("v2"))[0].numpy()
+    m = action_mask(torch.from_numpy(obs), "v2")[0].numpy()
     assert obs[0, 17] == 1.0  # episodes start at the station
     assert m[A_CASH_OUT] and not m[A_SELECT0:A_SELECT0 + 16].any() and not m[28:31].any()
     assert m[A_FUEL_L] == (obs[0, 7] >= np.log1p(210.01) / np.log1p(1e7))
     assert not m[A_SELL0:A_SELL0 + 18].any()  # empty hold
     field = obs.copy()
     field[0, 17] = 0.0
-    m = action_mask(torch.from_numpy(field), encoder_spec("v2"))[0].numpy()
+    m = action_mask(torch.from_numpy(field), "v2")[0].numpy()
     assert not m[A_CASH_OUT] and not m[A_FUEL_L] and m[A_WIDE]
-    assert action_mask(torch.from_numpy(field), encoder_spec("v1"))[0, A_CASH_OUT]  # v1 cashes out anywhere
+    assert action_mask(torch.from_numpy(field), "v1")[0, A_CASH_OUT]  # v1 cashes out anywhere
+
+
+def _spec(slots=True, prior=None, prior_logit=0.0):
+    kwargs = {"hidden": [32, 32], "rules": "v2", **({"slot_dim": 8} if slots else {})}
+    spec = {"version": 2, "factory": f"prospector_game.policies:{'slots' if slots else 'masked_mlp'}", "kwargs": kwargs}
+    if prior:
+        spec.update(prior=f"prospector_game.bots:{prior}", prior_logit=prior_logit)
+    return spec
 
 
 def _policy(slots=True, prior=None, prior_logit=0.0):
     env = ProspectorEnv(num_envs=1)
     torch.manual_seed(0)
-    return build_policy(env.single_observation_space, env.single_action_space, hidden=(32, 32),
-                        encoder=encoder_spec("v2", slot_dim=8, slots=slots, prior=prior, prior_logit=prior_logit))
+    return build_agent(_spec(slots, prior, prior_logit), EnvInfo.of(env))
 
 
-@pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
+@pytest.mark.parametrize("slots", [True, False], ids=["slots", "masked_mlp"])
 def test_masked_actions_have_zero_probability_and_are_never_sampled(slots):
     policy = _policy(slots)
     obs, a, _ = _visited_states(n=64, steps=20)
     x = torch.from_numpy(obs)
-    mask = action_mask(x, policy.spec["encoder"])
+    mask = action_mask(x, "v2")
     logits, _ = policy(x)
     assert (logits[~mask] == MASKED_LOGIT).all() and (logits[mask] > MASKED_LOGIT / 2).all()
     action, logprob, _ = policy.act(x, generator=torch.Generator().manual_seed(0))
@@ -89,38 +100,42 @@ def test_masked_actions_have_zero_probability_and_are_never_sampled(slots):
 
 
 @pytest.mark.parametrize("prior", [None, "cautious_scanner"])
-@pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
-def test_spec_is_json_and_rebuilds_the_same_actor(slots, prior):
+@pytest.mark.parametrize("slots", [True, False], ids=["slots", "masked_mlp"])
+def test_spec_is_json_and_rebuilds_the_same_policy(slots, prior):
     policy = _policy(slots, prior, 5.0)
     spec = json.loads(json.dumps(policy.spec))
-    assert spec["encoder"].get("prior") == prior
-    assert spec["encoder"]["kind"] == "prospector" and spec["encoder"]["slots"] is slots
-    assert hasattr(policy.actor, "slot") is slots  # the slot encoder only in the slot actor
-    clone = policy_from_spec(spec)
+    assert spec.get("prior") == (f"prospector_game.bots:{prior}" if prior else None)
+    assert hasattr(policy.policy.actor, "slot") is slots  # the slot encoder only in the slot actor
+    clone = build_agent(spec, EnvInfo.of(ProspectorEnv(num_envs=1)))
     set_weights(clone, get_weights(policy))
     obs, _, _ = _visited_states(n=16, steps=5)
     x = torch.from_numpy(obs)
     assert torch.equal(policy(x)[0], clone(x)[0])
 
 
-def test_actor_needs_the_prospector_spaces():
-    with pytest.raises(ValueError, match="prospector's spaces"):
-        build_policy(gymnasium.spaces.Box(-1, 1, (4,)), gymnasium.spaces.Discrete(2), encoder=encoder_spec("v2"))
+def test_policies_need_the_prospector_spaces():
+    env = EnvInfo(gymnasium.spaces.Box(-1, 1, (4,)), gymnasium.spaces.Discrete(2))
+    for slots in (True, False):
+        with pytest.raises(ValueError, match="prospector's policies"):
+            build_agent(_spec(slots), env)
 
 
-def test_policy_arch_is_checked_against_the_env():
-    assert config_from_args({"env": "prospector"}).policy_arch == "masked_mlp"  # the preset's
-    assert config_from_args({"env": "gym:CartPole-v1"}).policy_arch == "mlp"
-    for arch in ("prospector", "masked_mlp"):
-        with pytest.raises(ConfigError, match="--policy-arch"):
-            config_from_args({"env": "gym:CartPole-v1", "policy_arch": arch})
+def test_the_games_policies_are_offered_by_the_plugin_with_the_rules():
+    cfg = config_from_args({"env": "prospector"})
+    assert cfg.policy == "masked_mlp" and cfg.policy_kwargs == {"rules": "v2"}  # the preset's, given the rules
+    assert config_from_args({"env": "prospector", "env_rules": "v1", "policy": "slots"}).policy_kwargs == {"rules": "v1"}
+    assert make_spec(cfg)["factory"] == "prospector_game.policies:masked_mlp"
+    assert config_from_args({"env": "gym:CartPole-v1"}).policy == "mlp"
+    for name in ("slots", "masked_mlp"):  # names only the game's plug-in offers
+        with pytest.raises(ConfigError, match="--policy"):
+            config_from_args({"env": "gym:CartPole-v1", "policy": name})
 
 
 def test_distillation_skips_teacher_actions_the_mask_rules_out():
     policy = _policy()
     obs, a, _ = _visited_states(n=32, steps=8)
     x = torch.from_numpy(obs)
-    mask = action_mask(x, policy.spec["encoder"])
+    mask = action_mask(x, "v2")
     teacher = torch.where(mask[:, A_CASH_OUT], A_CASH_OUT, A_FUEL_L)  # often masked in the field
     assert (~mask[torch.arange(len(x)), teacher]).any()
     action, logprob, value = policy.act(x, generator=torch.Generator().manual_seed(0))
@@ -136,21 +151,15 @@ def test_distillation_skips_teacher_actions_the_mask_rules_out():
     assert np.isfinite(stats["distill_loss"]) and 0 < stats["distill_loss"] < np.log(N_ACTIONS)
 
 
-def test_specs_from_before_the_masked_mlp_rebuild_the_slot_actor():
-    spec = json.loads(json.dumps(_policy().spec))
-    del spec["encoder"]["slots"]
-    assert hasattr(policy_from_spec(spec).actor, "slot")
-
-
 @pytest.mark.parametrize("bot", ["cautious_scanner", "greedy_miner"])
-@pytest.mark.parametrize("slots", [True, False], ids=["prospector", "masked_mlp"])
+@pytest.mark.parametrize("slots", [True, False], ids=["slots", "masked_mlp"])
 def test_prior_adds_its_logit_to_the_bots_action_only(slots, bot):
     obs, _, _ = _visited_states(n=64, steps=20)
     x = torch.from_numpy(obs)
     plain, residual = _policy(slots), _policy(slots, bot, 3.5)  # the same seed: the same weights
     a, b = get_weights(plain), get_weights(residual)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # the prior adds no weights
-    mask = action_mask(x, plain.spec["encoder"])
+    mask = action_mask(x, "v2")
     with torch.no_grad():
         diff = torch.where(mask, residual(x)[0] - plain(x)[0], 0.0)
     expected = np.zeros(diff.shape, np.float32)
@@ -171,8 +180,9 @@ def test_an_untrained_residual_policy_plays_the_bot_at_argmax():
 def test_policy_prior_flags_are_checked():
     assert config_from_args({"env": "prospector", "policy_prior": "greedy_miner"}).policy_prior == "greedy_miner"
     assert config_from_args({"env": "prospector", "policy_prior": "none"}).policy_prior is None
+    assert make_spec(config_from_args({"env": "prospector"}))["prior"] == "prospector_game.bots:cautious_scanner"
     bad = [({"env": "prospector", "policy_prior": "no_such_bot"}, "--policy-prior"),
-           ({"env": "prospector", "policy_prior": "greedy_miner", "policy_arch": "mlp"}, "--policy-prior"),
+           ({"env": "prospector", "policy_prior": "no_such_module:bot"}, "--policy-prior"),
            ({"env": "gym:CartPole-v1", "policy_prior": "greedy_miner"}, "--policy-prior"),
            ({"env": "prospector", "policy_prior_logit": 0.0}, "--policy-prior-logit"),
            ({"env": "prospector", "policy_prior_logit": float("nan")}, "--policy-prior-logit")]

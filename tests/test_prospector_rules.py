@@ -4,13 +4,13 @@ v2 changes), with expected values computed by hand from the state the test sets 
 import numpy as np
 import pytest
 
-from training.envs.prospector import ProspectorEnv
-from training.envs.prospector_consts import (
+from prospector_game.env import ProspectorEnv
+from prospector_game.consts import (
     A_BURN, A_CASH_OUT, A_COOLDOWN, A_DEEP, A_DOCK, A_FOCUSED, A_FUEL_L, A_FUEL_S, A_HOLD, A_KIT,
     A_LISTEN, A_MINE0, A_OVERHAUL, A_PATCH, A_REFINE, A_SELECT0, A_SELL0, A_STABILIZE, A_TOOL,
     A_WIDE, get_rules,
 )
-from training.envs.prospector_obs import build_obs
+from prospector_game.obs import build_obs
 
 # switch off the random hazards a test is not about
 QUIET = dict(pirate_bias=-60.0, market_noise=0.0, fracture_base=-60.0, mine_sigma=(0.0,) * 3)

@@ -1,5 +1,5 @@
 """training/replays.py: frames follow the schema, agree with the env, and the index tags follow
-the rules of shared/spec/run_artifacts.md."""
+the rules of docs/RUN_ARTIFACTS.md."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from training.envs.prospector import ProspectorEnv
+from prospector_game.env import ProspectorEnv
 from training.evaluate import evaluate_policy, make_act_fn
-from training.policy import build_policy
+from training.agent import mlp_agent
 from training.replay_index import ReplayIndex, window_replay
-from training.replays import (EVENTS, FRAME_KEYS, PROSPECTOR_RENDER_KEYS, eval_seeds, read_replay, record_best,
+from prospector_game.replays import RENDER_KEYS as PROSPECTOR_RENDER_KEYS
+from training.replays import (EVENTS, FRAME_KEYS, eval_seeds, read_replay, record_best,
                               record_episode, validate_replay, write_replay)
 
 TIME_MAX = 150
@@ -24,7 +25,7 @@ THRESHOLDS = {"profit": "100,500,1000", "return": "10,25,50", "survival": "1.0"}
 def _policy(seed=0):
     torch.manual_seed(seed)
     env = ProspectorEnv(1)
-    return build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+    return mlp_agent(env.single_observation_space, env.single_action_space, hidden=(16, 16))
 
 
 def _check_frames(ep):

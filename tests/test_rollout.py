@@ -11,8 +11,8 @@ from training.rollout import EnvOutputError, RolloutCollector
 class ConstantValuePolicy(torch.nn.Module):
     """Always action 1; value = 10 * first observation feature (so bootstrap values are checkable)."""
 
-    def forward(self, obs):
-        return None, 10.0 * obs[:, 0]
+    def values(self, obs):
+        return 10.0 * obs[:, 0]
 
     def act(self, obs, deterministic=False, generator=None, with_value=True):
         n = obs.shape[0]
@@ -84,13 +84,14 @@ def test_bad_env_spec(spec):
 def test_collect_and_learn_for_each_action_space(spec, act_shape, dtype):
     from training.config import config_from_args
     from training.learner import PPOLearner
-    from training.policy import policy_from_spec, set_weights
+    from training.agent import build_agent, set_weights
+    from training.envs.env_info import EnvInfo
 
     cfg = config_from_args({"env": spec, "total_env_steps": 1000, "window_env_steps": 500, "ppo_num_envs": 4,
                             "ppo_num_workers": 1, "ppo_rollout_steps": 16, "ppo_num_minibatches": 2})
     env = make_vecenv(spec, 4, seed=0)
-    learner = PPOLearner(cfg, env.single_observation_space, env.single_action_space)
-    policy = policy_from_spec(learner.policy_spec)
+    learner = PPOLearner(cfg, EnvInfo.of(env))
+    policy = build_agent(learner.policy_spec, EnvInfo.of(env))
     set_weights(policy, learner.weights())
     before = {k: v.copy() for k, v in learner.weights().items()}
     batch, _ = RolloutCollector(env, 16, 0, policy=policy).collect()
@@ -104,12 +105,12 @@ def test_overlapped_mode_runner_skips_the_critic_only_where_values_are_unused():
     """step_values=False (overlapped mode: the learner re-evaluates values) leaves actions,
     log-probs and bootstrap values as they were and only zeroes the per-step values; an emulated
     env, whose bootstrap uses the next step's value, keeps computing them."""
-    from training.policy import build_policy
+    from training.agent import mlp_agent
 
     def collect(spec, step_values):
         env = make_vecenv(spec, 8, seed=3)
         torch.manual_seed(0)
-        policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+        policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=(16, 16))
         batch, _ = RolloutCollector(env, 24, seed=3, policy=policy, step_values=step_values).collect()
         return batch
 
@@ -124,13 +125,13 @@ def test_overlapped_mode_runner_skips_the_critic_only_where_values_are_unused():
 def test_teacher_driven_rollout_plays_the_teachers_actions():
     """teach="drive" (the kickstarting warm-up): the teacher plays, its actions are the recorded
     ones, and the trajectory is the teacher's own: the same as letting the bot play the env."""
-    from training.envs.bots import BOTS
-    from training.policy import build_policy
+    from prospector_game.bots import BOTS
+    from training.agent import mlp_agent
 
     teacher = BOTS["cautious_scanner"]
     env = make_vecenv("prospector", 8, seed=5)
     torch.manual_seed(0)
-    policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+    policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=(16, 16))
     batch, _ = RolloutCollector(env, 40, seed=5, policy=policy, teacher=teacher).collect(teach="drive")
     assert batch["driven"] is True
     np.testing.assert_array_equal(batch["actions"], batch["teacher_actions"])
@@ -197,13 +198,13 @@ def test_rollins_let_the_teacher_play_the_first_drawn_decisions_of_every_episode
 def test_rollin_state_survives_a_checkpoint():
     """An exact resume continues the roll-ins where they were: the restored collector's next
     round equals the original's, teacher-played steps included."""
-    from training.envs.bots import BOTS
-    from training.policy import build_policy
+    from prospector_game.bots import BOTS
+    from training.agent import mlp_agent
 
     def collector():
         env = make_vecenv("prospector", 4, seed=9)
         torch.manual_seed(0)
-        policy = build_policy(env.single_observation_space, env.single_action_space, hidden=(16, 16))
+        policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=(16, 16))
         return RolloutCollector(env, 16, seed=9, policy=policy, teacher=BOTS["cautious_scanner"], rollin_max=24)
 
     first = collector()

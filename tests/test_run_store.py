@@ -57,7 +57,7 @@ def test_failed_replace_keeps_old_content_and_removes_temp(tmp_path, monkeypatch
 
 def test_failed_torch_save_keeps_old_checkpoint(tmp_path):
     store = RunStore.create(tmp_path, "r")
-    target = store.run_dir / store.save_checkpoint(0, {"format_version": 1, "w": torch.ones(2)})
+    target = store.run_dir / store.save_checkpoint(0, {"format_version": CHECKPOINT_FORMAT_VERSION, "w": torch.ones(2)})
     before = target.read_bytes()
     with pytest.raises(Exception):
         store.save_checkpoint(0, {"fn": lambda: 0})  # lambdas cannot be pickled
@@ -220,13 +220,36 @@ def test_load_checkpoint_errors_name_the_file(tmp_path, content, reason):
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content == "truncated":
-        torch.save({"format_version": 1, "w": torch.zeros(1000)}, path)
+        torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, "w": torch.zeros(1000)}, path)
         path.write_bytes(path.read_bytes()[:300])
     elif content is not None:
         torch.save(content, path)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(info.value).startswith(f"{path}: ") and reason in str(info.value)
+
+
+def test_a_checkpoint_from_before_the_plugins_names_its_format_even_where_its_classes_moved(tmp_path, monkeypatch):
+    """Format 1 files pickled the env's state under module paths that moved with the game
+    (training.envs.prospector_sim -> prospector_game.sim): they cannot be unpickled any more, and
+    must fail in one line naming their format, not as "corrupt"."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "moved_away.py").write_text("class Sim:\n    def __init__(self):\n        self.x = [1, 2]\n")
+    import moved_away
+
+    old = tmp_path / "old.pt"
+    torch.save({"format_version": 1, "window_id": 3, "runners": [{"env": {"sim": moved_away.Sim()}}]}, old)
+    (tmp_path / "moved_away.py").unlink()
+    monkeypatch.delitem(sys.modules, "moved_away")
+    loadable = tmp_path / "loadable.pt"
+    torch.save({"format_version": 1, "window_id": 3}, loadable)
+    for path in (old, loadable):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: format_version 1") and "\n" not in message, message
 
 
 # -- metadata builders ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""End-to-end training on embedded Ray: the artifact contract (shared/spec/run_artifacts.md),
+"""End-to-end training on embedded Ray: the artifact contract (docs/RUN_ARTIFACTS.md),
 status transitions, failure reporting, and the CLI's handling of bad input."""
 
 import json
@@ -93,13 +93,13 @@ def test_ppo_run_writes_the_contract(tmp_path):
     assert sum(r["episodes_completed"] for r in rows) == meta["episodes_total"]
 
     ckpt = torch.load(run_dir / "checkpoints" / "ckpt_000002.pt", weights_only=False)
-    assert ckpt["format_version"] == 1 and ckpt["window_id"] == 2 and ckpt["env_steps_total"] == 6144
-    assert ckpt["policy_spec"]["hidden"] == [32, 32]
+    assert ckpt["format_version"] == 2 and ckpt["window_id"] == 2 and ckpt["env_steps_total"] == 6144
+    assert ckpt["policy_spec"]["kwargs"]["hidden"] == [32, 32]
     for key in ("policy_state", "optimizer_state", "update_index", "numpy_rng", "torch_rng"):
         assert key in ckpt["learner"], key
     assert re.search(r"window +2 \| steps +6,144/6,144", out) and "completed" in out and str(run_dir) in out
     # the preset's residual policy: its bot prior travels in the checkpoint, and it is measured sampling
-    assert ckpt["policy_spec"]["encoder"]["prior"] == "cautious_scanner"
+    assert ckpt["policy_spec"]["prior"] == "prospector_game.bots:cautious_scanner"
     assert f"prospector eval --checkpoint {run_dir / 'checkpoints' / 'ckpt_000002.pt'} --stochastic" in out
 
     # evaluation replays beside training: one per checkpoint, indexed, valid against the schema
@@ -242,14 +242,14 @@ def test_relative_run_root_is_refused_under_ray_job_submit(tmp_path):
 def _fake_run(root, run_id="old"):
     """A run directory with two checkpoints; returns it and a snapshot of every file's bytes."""
     from training.config import TrainConfig
-    from training.run_store import RunStore
+    from training.run_store import CHECKPOINT_FORMAT_VERSION, RunStore
 
     cfg = TrainConfig(env="gym:CartPole-v1", run_id=run_id, total_env_steps=4096, window_env_steps=1024,
                       ppo_num_envs=4, ppo_num_workers=1)
     store = RunStore.create(root, run_id)
     store.write_config(cfg.to_dict())
     for w in (0, 1):
-        store.save_checkpoint(w, {"format_version": 1, "window_id": w})
+        store.save_checkpoint(w, {"format_version": CHECKPOINT_FORMAT_VERSION, "window_id": w})
     files = {p: p.read_bytes() for p in store.run_dir.rglob("*") if p.is_file()}
     return store.run_dir, files
 

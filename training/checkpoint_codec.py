@@ -2,13 +2,12 @@
 
 ``torch.save`` pickles a NumPy array in-band: its bytes are copied into the pickle stream, the
 whole stream is copied again before it goes into the zip archive, and both grow by reallocation.
-A checkpoint of the prospector preset holds ~11 MB of env state in arrays (the runners' games),
-and encoding it peaked at ~67 MB of extra memory in the learner, on top of the learner's own
-(docs/BENCHMARKS.md). Here each large array is pickled as a tensor over the same memory
+A checkpoint holds the runners' env states, often large arrays, so encoding one can take several
+times its size in extra memory. Here each large array is pickled as a tensor over the same memory
 (``torch.from_numpy``, no copy), which ``torch.save`` writes as its own archive record straight
 from that memory, and rebuilt as a NumPy array when the file is loaded: the peak falls to the
-output buffer (~17 MB). What a checkpoint holds when loaded is unchanged (the same arrays, dtypes
-and shapes); files written before this load as before.
+output buffer (docs/BENCHMARKS.md, "Checkpoint encoding"). What a checkpoint holds when loaded is
+unchanged (the same arrays, dtypes and shapes).
 """
 
 from __future__ import annotations
@@ -56,3 +55,39 @@ def save_to_array(obj) -> np.ndarray:
     buf = io.BytesIO()
     torch.save(obj, buf, pickle_module=_PICKLE_MODULE)
     return np.frombuffer(buf.getbuffer(), dtype=np.uint8)
+
+
+class _StandIn:
+    """Any object whose class the code no longer has (a checkpoint written before a module moved):
+    enough to unpickle the rest of the file, never to use."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __setstate__(self, state):
+        pass
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return _StandIn
+
+
+_LENIENT_MODULE = types.ModuleType("lenient_checkpoint_pickle")
+_LENIENT_MODULE.Unpickler = _LenientUnpickler
+
+
+def peek_format_version(data: bytes):
+    """A checkpoint's ``format_version`` when the file names classes this code no longer has (so
+    it does not load), or None where even that cannot be read: the caller can then name the format
+    instead of calling the file corrupt."""
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_LENIENT_MODULE)
+    except Exception:  # noqa: BLE001 (truncated or garbage bytes: no version to tell)
+        return None
+    return state.get("format_version") if isinstance(state, dict) else None

@@ -1,18 +1,21 @@
-"""Every training setting in one place, with per-env presets and validation.
+"""Every training setting in one place, with validation.
 
-Flag names are those of the first version's CLI (shared/spec/run_artifacts.md); the attribute of
-each flag is its name without dashes (``--ppo-num-envs`` -> ``ppo_num_envs``). Settings a user does
-not give come from the env's preset (as PufferLib keeps one config per env), then from the
-global defaults below. Validation happens here, before any Ray actor starts, and names the flag.
+Flag names are those of the first version's CLI (docs/RUN_ARTIFACTS.md); the attribute of each
+flag is its name without dashes (``--ppo-num-envs`` -> ``ppo_num_envs``). Settings a user does not
+give come from the env's preset (its plug-in registers one, as PufferLib keeps one config per
+env), then from the global defaults below. Validation happens here, before any Ray actor starts,
+and names the flag. Nothing here imports torch, PufferLib or an env: the driver runs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
+from training.envs.plugin import PluginError, behaviour_ref, check_ref, find_plugin, policy_ref
 from training.faults import parse_faults
 
 
@@ -36,9 +39,9 @@ class TrainConfig:
     seed: int = 0
     flush_partial_window: bool = False
     # env
-    env: str = "prospector"
-    env_rules: str = "v2"
-    env_time_max: int = 20_000
+    env: str = "prospector"  # the first version's CLI trained the game without --env
+    env_rules: str | None = None  # for envs with several rule sets; None: the env's own default
+    env_time_max: int | None = None  # episode limit, for envs that take one; None: the env's own
     ppo_vector_backend: str = "serial"
     # trainer
     trainer_backend: str = "puffer_ppo"
@@ -58,8 +61,9 @@ class TrainConfig:
     ppo_max_grad_norm: float = 0.5
     ppo_norm_adv: bool = True
     ppo_reward_scale: float = 1.0
+    policy: str = "mlp"
+    policy_kwargs: dict = dataclasses.field(default_factory=dict)
     policy_hidden: str = "256,256"
-    policy_arch: str = "mlp"
     policy_prior: str | None = None
     policy_prior_logit: float = 5.0
     async_rollouts: bool = False
@@ -77,14 +81,14 @@ class TrainConfig:
     learner_precision: str = "float32"
     runner_num_cpus: float = 1.0
     # Sync mode alternates: the runners wait while the learner trains, so the learner gets two
-    # cores' worth of threads (measured: 9.8k -> 13-14k sps on the 2-core VM, docs/BENCHMARKS.md).
+    # cores' worth of threads (docs/BENCHMARKS.md, "Why the learner gets 2 CPUs").
     learner_num_cpus: float = 2.0
     runner_placement: str = "spread"
     learner_resource: str | None = None
     wait_for_resources_s: float = 300.0
     # logging
     wandb_mode: str = "disabled"
-    wandb_project: str = "asteroid-prospector"
+    wandb_project: str = "prospector-trainer"
     # evaluation replays
     eval_replays_per_window: int = 0
     eval_max_steps_per_episode: int | None = None
@@ -125,68 +129,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-# Per-env presets: only what differs from the global defaults. The CartPole numbers follow the
-# well-known tuned PPO settings for it (small batches, many epochs, no entropy bonus); they solve
-# it well inside 200k steps. The prospector preset is sized for the 2-core `make run` (~5 min).
-# From scratch, PPO there falls into the cash-out-at-once local optimum within a few million steps
-# (docs/BENCHMARKS.md, "Learning"), and a policy distilled from a bot stays below it. So the actor
-# is residual: the cautious scanner's action gets +7 on its logit (a softened copy of the bot,
-# ~98% on its action before training), and PPO learns where to depart from it. With a light
-# distillation term toward the same bot (weight 1 -> ~0.48) all three training seeds tried end
-# near twice the bot's return; without it one of them ended below the bot. A larger entropy bonus
-# (0.01) pushed the policy off the bot where nothing was learned yet. The 0.1 reward scale (sales
-# pay tens per step) lets the unclipped value function keep up; gamma is near 1 because the v2
-# terminal bonus grows with credits and episodes last ~10k decisions. The masked MLP cannot pick
-# actions that do nothing.
-ENV_PRESETS: dict[str, dict] = {
-    "prospector": dict(
-        ppo_num_envs=256,
-        ppo_num_workers=2,
-        ppo_rollout_steps=64,
-        ppo_num_minibatches=4,
-        ppo_update_epochs=4,
-        ppo_learning_rate=3e-4,
-        ppo_gamma=0.9999,
-        ppo_gae_lambda=0.95,
-        ppo_ent_coef=0.001,
-        ppo_reward_scale=0.1,
-        ppo_vf_clip_coef=0.0,
-        policy_arch="masked_mlp",
-        policy_prior="cautious_scanner",
-        policy_prior_logit=7.0,
-        kickstart_teacher="cautious_scanner",
-        kickstart_coef=1.0,
-        kickstart_steps=10_000_000,  # weight 1 -> ~0.48 over the run's 5.2M steps
-        # bfloat16 where native (AMX / AVX512-BF16 / recent CUDA): the update takes ~0.5-0.7x the time
-        learner_precision="auto",
-        # whole windows of whole rounds (16 rounds of 256 x 64): the final policy is checkpointed
-        total_env_steps=5_242_880,
-        window_env_steps=262_144,
-    ),
-    "gym:CartPole-v1": dict(
-        ppo_num_envs=8,
-        ppo_num_workers=1,
-        ppo_rollout_steps=32,
-        ppo_num_minibatches=1,
-        ppo_update_epochs=20,
-        ppo_learning_rate=1e-3,
-        ppo_gamma=0.98,
-        ppo_gae_lambda=0.8,
-        ppo_ent_coef=0.0,
-        policy_hidden="64,64",
-        learner_num_cpus=1.0,  # 256-sample minibatches gain nothing from a second thread
-    ),
-}
-
 CHOICES = {
     "trainer_backend": ("puffer_ppo", "random"),
-    "env_rules": ("v1", "v2"),
     "ppo_vector_backend": ("serial", "multiprocessing"),
     "wandb_mode": ("disabled", "offline", "online"),
     "learner_device": ("auto", "cpu", "cuda"),
     "learner_precision": ("auto", "float32", "bfloat16"),
     "runner_placement": ("spread", "pack"),
-    "policy_arch": ("mlp", "masked_mlp", "prospector"),
 }
 
 
@@ -212,7 +161,9 @@ def parse_float_list(text: str, flag_name: str) -> tuple[float, ...]:
 
 
 def preset_for(env: str) -> dict:
-    return ENV_PRESETS.get(env, {})
+    """The settings the env's plug-in registers ({} for an env without one)."""
+    plugin = find_plugin(env)
+    return dict(plugin.preset) if plugin else {}
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -226,6 +177,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     for name in positive_ints:
         value = getattr(cfg, name)
+        if value is None and name == "env_time_max":
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(flag(name), f"must be a positive integer; got {value!r}")
     if cfg.window_env_steps > cfg.total_env_steps:
@@ -260,26 +213,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval_max_steps_per_episode is not None and cfg.eval_max_steps_per_episode <= 0:
         raise ConfigError("--eval-max-steps-per-episode", "must be a positive integer")
     parse_int_list(cfg.policy_hidden, "--policy-hidden")
-    if cfg.policy_arch != "mlp" and cfg.env != "prospector":
-        raise ConfigError("--policy-arch", "the prospector actors read the prospector's observation layout; "
-                                           "use --policy-arch mlp for other envs")
-    if cfg.policy_prior is not None:
-        if cfg.env != "prospector" or cfg.policy_arch == "mlp":
-            raise ConfigError("--policy-prior", "a prior is a prospector bot added to a prospector actor's logits; "
-                                                "use --env prospector with --policy-arch masked_mlp or prospector")
-        from training.envs.bots import BOTS
-
-        if cfg.policy_prior not in BOTS:
-            raise ConfigError("--policy-prior", f"unknown bot {cfg.policy_prior!r}; one of {', '.join(BOTS)}")
-    if not (cfg.policy_prior_logit > 0 and math.isfinite(cfg.policy_prior_logit)):
-        raise ConfigError("--policy-prior-logit", f"must be a finite number > 0; got {cfg.policy_prior_logit!r}")
+    _check_policy(cfg)
     if cfg.kickstart_teacher is not None:
-        if cfg.env != "prospector":
-            raise ConfigError("--kickstart-teacher", "teachers are the prospector's scripted bots; use --env prospector")
-        from training.envs.bots import BOTS
-
-        if cfg.kickstart_teacher not in BOTS:
-            raise ConfigError("--kickstart-teacher", f"unknown bot {cfg.kickstart_teacher!r}; one of {', '.join(BOTS)}")
+        _check_behaviour(cfg.kickstart_teacher, cfg.env, "--kickstart-teacher")
         if cfg.kickstart_steps <= 0 or cfg.kickstart_coef <= 0:
             raise ConfigError("--kickstart-steps", "kickstarting needs --kickstart-steps > 0 and --kickstart-coef > 0")
     if cfg.kickstart_warmup_steps:
@@ -310,16 +246,43 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _check_behaviour(value: str, env: str, flag_name: str) -> None:
+    try:
+        check_ref(behaviour_ref(value, env, flag_name), flag_name)
+    except PluginError as e:
+        raise ConfigError(flag_name, str(e).removeprefix(f"{flag_name} ")) from None
+
+
+def _check_policy(cfg: TrainConfig) -> None:
+    """The policy's factory and prior can be found (their modules are not imported: the driver
+    stays free of torch); the learner builds them."""
+    try:
+        check_ref(policy_ref(cfg.policy, cfg.env), "--policy")
+    except PluginError as e:
+        raise ConfigError("--policy", str(e).removeprefix("--policy ")) from None
+    if not isinstance(cfg.policy_kwargs, dict) or not all(isinstance(k, str) for k in cfg.policy_kwargs):
+        raise ConfigError("--policy-kwargs", f"must be a JSON object; got {cfg.policy_kwargs!r}")
+    if cfg.policy_prior is not None:
+        _check_behaviour(cfg.policy_prior, cfg.env, "--policy-prior")
+    if not (cfg.policy_prior_logit > 0 and math.isfinite(cfg.policy_prior_logit)):
+        raise ConfigError("--policy-prior-logit", f"must be a finite number > 0; got {cfg.policy_prior_logit!r}")
+
+
 # ------------------------------------------------------------------ command line
 _BOOL_FLAGS = {"flush_partial_window"}
 _HIDDEN = {"fault_inject"}
 _HELP = {
-    "env": "prospector | gym:<Gymnasium id> | package.module:factory",
+    "env": "a registered env (`prospector envs` lists them) | gym:<Gymnasium id> | package.module:factory "
+           "(docs/EXTENDING.md)",
+    "env_rules": "the env's rule set, for envs that have several; passed to the env's factory as `rules`",
+    "env_time_max": "the env's episode time limit, for envs that take one; passed to the env's factory as "
+                    "`time_max`",
     "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
     "resume": "continue the run in this directory from its latest complete checkpoint",
     "ppo_reward_scale": "rewards are multiplied by this for learning only (value targets); reported returns stay raw",
-    "kickstart_teacher": "kickstarting: a scripted bot (prospector) whose actions the policy is also trained to "
-                         "match; 'none' switches a preset's teacher off",
+    "kickstart_teacher": "kickstarting: a behaviour (a name the env offers, `prospector envs`, or "
+                         "package.module:callable mapping a batch of observations to actions) whose actions the "
+                         "policy is also trained to match; 'none' switches a preset's teacher off",
     "kickstart_steps": "env steps over which the kickstarting coefficient decays linearly to 0",
     "kickstart_warmup_steps": "the first env steps are played by the teacher, and the policy learns by cloning "
                               "it (no policy gradient); its windows' returns are the teacher's",
@@ -331,16 +294,17 @@ _HELP = {
     "wait_for_resources_s": "seconds the env runners, then the learner, may take to be placed and started "
                             "(a process imports torch and builds its env); past that the run fails naming "
                             "the resources it needs (default: 300)",
-    "policy_hidden": "MLP hidden sizes, comma-separated",
-    "policy_arch": "mlp: actor and critic MLPs; masked_mlp (prospector): the MLP actor with the actions that cannot "
-                   "act in the observed state masked; prospector: an actor that scores the 16 asteroid slots with "
-                   "one shared encoder, masked the same way (training/prospector_net.py)",
-    "policy_prior": "residual policy (prospector actors): this scripted bot's action gets --policy-prior-logit "
-                    "added to its logit, so the policy starts as a softened copy of the bot and PPO learns where "
-                    "to depart from it; 'none' switches a preset's prior off",
-    "policy_prior_logit": "the logit added to the prior bot's action (global default 5; the prospector preset: "
-                          "7, where an untrained policy plays the bot's action ~98%% of the time when 20 "
-                          "actions are valid)",
+    "policy": "mlp (actor and critic MLPs), a policy the env offers (`prospector envs`), or "
+              "package.module:factory, called as factory(env, **kwargs) the PufferLib way (pufferlib.models:Default "
+              "works); --policy-arch is another name for this flag",
+    "policy_kwargs": "JSON object of keyword arguments for the policy's factory, e.g. '{\"hidden_size\": 128}'",
+    "policy_hidden": "hidden sizes, comma-separated: the policy factory's `hidden` argument when it has one and "
+                     "--policy-kwargs does not set it",
+    "policy_prior": "residual policy (Discrete actions): a behaviour (a name the env offers, `prospector envs`, "
+                    "or package.module:callable mapping a batch of observations to actions) whose "
+                    "action gets --policy-prior-logit added to its logit, so the policy starts as a softened copy "
+                    "and PPO learns where to depart from it; 'none' switches a preset's prior off",
+    "policy_prior_logit": "the logit added to the prior's action (default: 5, or the env's preset)",
     "learner_device": "auto picks CUDA when the cluster has a GPU",
     "learner_precision": "bfloat16 runs the PPO update's matmuls under autocast (losses and Adam stay float32); "
                          "auto = bfloat16 where the learner's hardware has it natively",
@@ -363,12 +327,13 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag(f.name), dest=f.name, action="store_true", default=None)
             continue
         kind = {int: int, float: float}.get(type(f.default), str)
-        if f.name in ("eval_max_steps_per_episode",):
+        if f.name in ("eval_max_steps_per_episode", "env_time_max"):
             kind = int
         choices = CHOICES.get(f.name)
         hidden = f.name in _HIDDEN
+        aliases = ("--policy-arch",) if f.name == "policy" else ()  # its name until the policy plug-ins
         parser.add_argument(
-            flag(f.name), dest=f.name, type=kind, default=None, choices=choices,
+            flag(f.name), *aliases, dest=f.name, type=kind, default=None, choices=choices,
             metavar=None if choices else f.name.split("_")[-1].upper(),
             help=argparse.SUPPRESS if hidden else _HELP.get(f.name, f"default: {f.default}"),
         )
@@ -384,10 +349,18 @@ def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None) ->
     if base is None:
         values.update(preset_for(env))
     values.update(given)
+    if isinstance(values.get("policy_kwargs"), str):
+        try:
+            values["policy_kwargs"] = json.loads(values["policy_kwargs"])
+        except ValueError as e:
+            raise ConfigError("--policy-kwargs", f"not valid JSON ({e})") from None
     if str(values.get("policy_prior")).lower() == "none":  # switch a preset's prior off
         values["policy_prior"] = None
     if str(values.get("kickstart_teacher")).lower() == "none":  # switch a preset's teacher off
         values["kickstart_teacher"] = None
         if "kickstart_rollin_steps" not in given:  # and the preset's roll-ins, which need it
             values["kickstart_rollin_steps"] = 0
+    plugin = find_plugin(env)
+    if plugin is not None and plugin.configure is not None:
+        values = plugin.configure(values)
     return validate(TrainConfig.from_dict(values))

@@ -1,10 +1,11 @@
-"""Evaluate a trained policy on held-out seeds, one episode per seed, and compare it with bots.
+"""Evaluate a trained policy on held-out seeds, one episode per seed, beside the env's baselines.
 
 Each seed plays exactly one episode, so two policies evaluated on the same seed range face the
 same worlds and their numbers can be compared row by row. Every env of the batch plays only its
 first episode: the env resets finished envs on its own, and those later episodes are ignored (the
 actions fed to a finished env do not matter, so the whole batch keeps stepping until the slowest
-first episode ends).
+first episode ends). An env's plug-in may add rows (its ``baselines`` hook: the prospector's
+scripted bots on the same seeds) and columns (``eval_columns``) to the table.
 
 Seeds default to 100000+ in the CLI because training uses small seeds; evaluating on the training
 seeds would flatter the policy.
@@ -21,27 +22,34 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from training.policy import Policy, policy_from_spec
+from training.agent import Agent, build_agent
+from training.envs.env_info import EnvInfo
 from training.rollout import random_actions
 from training.run_store import CheckpointError, load_checkpoint
 
 ActFn = Callable[[np.ndarray], np.ndarray]
 
-# Columns of comparison_table: (summary key, header, format).
-_COLUMNS = (
+# Columns of comparison_table: (summary key, header, format); an env's eval_columns hook replaces
+# the last one.
+BASE_COLUMNS = (
     ("episodes", "episodes", "{:d}"),
     ("return_mean", "return mean", "{:.3f}"),
     ("return_median", "median", "{:.3f}"),
     ("return_ci95", "95% CI of mean", None),
-    ("survival_rate", "survival", "{:.3f}"),
-    ("net_profit_mean", "net profit", "{:.1f}"),
-    ("profit_per_tick_mean", "profit/tick", "{:.4f}"),
-    ("ticks_mean", "ticks/ep", "{:.1f}"),
 )
+LENGTH_COLUMN = (("episode_length_mean", "length", "{:.1f}"),)
 
 
-def load_policy(checkpoint_path) -> tuple[Policy, dict]:
-    """Rebuild the policy stored in a checkpoint. Raises CheckpointError("<path>: <reason>")."""
+def env_settings(config: dict) -> dict:
+    """The env settings a run's config gives its factory (``registry.make_vecenv``)."""
+    return dict(rules=config.get("env_rules"), time_max=config.get("env_time_max"))
+
+
+def load_policy(checkpoint_path) -> tuple[Agent, dict]:
+    """Rebuild the policy stored in a checkpoint, for the env of its run. Raises
+    CheckpointError("<path>: <reason>")."""
+    from training.envs.registry import make_vecenv
+
     path = Path(checkpoint_path)
     ckpt = load_checkpoint(path)  # already names the file for missing/corrupt/foreign files
     learner = ckpt.get("learner")
@@ -51,8 +59,12 @@ def load_policy(checkpoint_path) -> tuple[Policy, dict]:
     state = learner.get("policy_state") if isinstance(learner, dict) else None
     if not isinstance(spec, dict) or state is None:
         raise CheckpointError(f"{path}: missing policy_spec or learner.policy_state")
+    config = ckpt.get("config") or {}
+    probe = make_vecenv(config.get("env"), 1, 0, **env_settings(config))
+    env_info = EnvInfo.of(probe)
+    probe.close()
     try:
-        policy = policy_from_spec(spec)
+        policy = build_agent(spec, env_info)
         policy.load_state_dict(state, strict=True)
     except Exception as exc:  # shape mismatches, unknown spec versions, non-tensors
         raise CheckpointError(f"{path}: policy cannot be rebuilt ({type(exc).__name__}: {exc})") from exc
@@ -60,7 +72,7 @@ def load_policy(checkpoint_path) -> tuple[Policy, dict]:
     return policy, ckpt
 
 
-def make_act_fn(policy: Policy | None, action_space, deterministic: bool = True, seed: int = 0,
+def make_act_fn(policy: Agent | None, action_space, deterministic: bool = True, seed: int = 0,
                 temperature: float = 1.0) -> ActFn:
     """obs batch -> env actions. ``policy`` None plays uniform random actions (random backend); a
     plain callable (a bot) is used as is. ``temperature`` applies when sampling
@@ -105,54 +117,35 @@ def single_thread():
         torch.set_num_threads(before)
 
 
-def _play_prospector(act_fn: ActFn, seeds: list[int], rules, time_max: int, max_steps) -> list[dict]:
-    from training.envs.prospector import ProspectorEnv
-
-    n = len(seeds)
-    env = ProspectorEnv(num_envs=n, rules=rules, time_max=time_max)
-    obs, _ = env.reset_with_seeds(seeds)
-    records: list = [None] * n
-    steps = 0
-    try:
-        while any(r is None for r in records) and (max_steps is None or steps < max_steps):
-            obs, _, _, _, infos = env.step(act_fn(obs))
-            steps += 1
-            for d in infos:
-                i = int(d["env_index"])
-                if records[i] is None:
-                    records[i] = dict(d, seed=int(seeds[i]))
-    finally:
-        env.close()
-    if any(r is None for r in records):
-        raise RuntimeError(f"max_steps={max_steps} reached before every episode ended")
-    return records
-
-
-def _play_vecenv(act_fn: ActFn, env_spec: str, seeds: list[int], rules, time_max: int,
-                 vector_backend: str, max_steps) -> list[dict]:
+def _play(act_fn: ActFn, env_spec: str, seeds: list[int], settings: dict, vector_backend: str,
+          max_steps) -> list[dict]:
+    """One record per seed: the first episode of env i, seeded seeds[0] + i. A record holds the
+    return, length and ending counted here, updated with the env's own info for that episode
+    (the dicts with an ``env_index`` it reports when an episode ends)."""
     from training.envs.registry import make_vecenv
 
     n = len(seeds)
-    env = make_vecenv(env_spec, n, seeds[0], rules=rules, time_max=time_max, vector_backend=vector_backend)
+    env = make_vecenv(env_spec, n, seeds[0], vector_backend=vector_backend, **settings)
     try:
-        obs, _ = env.reset(seed=seeds[0])  # PufferLib seeds env i with seed + i
+        obs, _ = env.reset(seed=seeds[0])  # env i plays seed + i (PufferLib's rule, and native envs')
         ret = np.zeros(n)
         length = np.zeros(n, np.int64)
         done = np.zeros(n, bool)
         records: list = [None] * n
         steps = 0
         while not done.all() and (max_steps is None or steps < max_steps):
-            obs, rew, term, trunc, _ = env.step(act_fn(obs))
+            obs, rew, term, trunc, infos = env.step(act_fn(obs))
             steps += 1
             live = ~done
             ret += np.where(live, rew, 0.0)
             length += live
             term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+            reported = {int(d["env_index"]): d for d in infos if isinstance(d, dict) and "env_index" in d}
             for i in np.flatnonzero(live & (term | trunc)):
                 done[i] = True
                 records[i] = {"episode_return": float(ret[i]), "episode_length": int(length[i]),
                               "terminated": int(term[i]), "truncated": int(trunc[i] and not term[i]),
-                              "env_index": int(i), "seed": int(seeds[i])}
+                              **reported.get(int(i), {}), "env_index": int(i), "seed": int(seeds[i])}
     finally:
         env.close()
     if not done.all():
@@ -160,32 +153,30 @@ def _play_vecenv(act_fn: ActFn, env_spec: str, seeds: list[int], rules, time_max
     return records
 
 
-def evaluate_policy(act_fn: ActFn, env_spec: str, episodes: int, seed0: int, rules="v2",
-                    time_max: int = 20000, vector_backend: str = "serial",
+def evaluate_policy(act_fn: ActFn, env_spec: str, episodes: int, seed0: int, rules: str | None = None,
+                    time_max: int | None = None, vector_backend: str = "serial",
                     max_steps: int | None = None) -> list[dict]:
     """Play one episode per seed seed0 .. seed0+episodes-1; one metrics dict per episode, in seed
-    order. Prospector dicts carry the env's episode info (credits, net_profit, survival, ...);
-    other envs give episode_return, episode_length, terminated, truncated. ``act_fn`` maps an obs
-    batch to actions (see make_act_fn)."""
+    order: episode_return, episode_length, terminated, truncated, seed, and whatever the env
+    reports of the episode (the prospector: credits, net_profit, survival, ...). ``act_fn`` maps an
+    obs batch to actions (see make_act_fn)."""
     episodes = int(episodes)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     seeds = [int(seed0) + i for i in range(episodes)]
     with single_thread():  # the env steps on one core anyway; see single_thread for why
-        if env_spec == "prospector":
-            return _play_prospector(act_fn, seeds, rules, time_max, max_steps)
-        return _play_vecenv(act_fn, env_spec, seeds, rules, time_max, vector_backend, max_steps)
+        return _play(act_fn, env_spec, seeds, dict(rules=rules, time_max=time_max), vector_backend, max_steps)
 
 
-def _mean_of(episodes: list[dict], key: str):
-    vals = [e[key] for e in episodes if e.get(key) is not None]
-    return float(np.mean(vals)) if len(vals) == len(episodes) and vals else None
+_NOT_METRICS = ("episode_return", "env_index", "seed")
 
 
 def summarize(episodes: list[dict]) -> dict:
-    """Aggregate per-episode dicts. Keys the env does not report (net profit for CartPole) are
-    None. The 95% CI of the mean return uses the normal approximation with the sample standard
-    deviation: mean +- 1.96 * sd / sqrt(n); with one episode it is undefined (None)."""
+    """Aggregate per-episode dicts: return statistics, and ``<key>_mean`` for every other number
+    all episodes report (episode_length_mean, terminated_mean, ...; the env's own, such as the
+    prospector's survival_mean). The 95% CI of the mean return uses the normal approximation with
+    the sample standard deviation: mean +- 1.96 * sd / sqrt(n); with one episode it is undefined
+    (None)."""
     if not episodes:
         raise ValueError("no episodes to summarize")
     ret = np.array([float(e["episode_return"]) for e in episodes])
@@ -197,20 +188,13 @@ def summarize(episodes: list[dict]) -> dict:
         low, high = mean - half, mean + half
     else:
         sd, low, high = None, None, None
-    ticks = _mean_of(episodes, "ticks")
-    return {
-        "episodes": n,
-        "return_mean": mean,
-        "return_median": float(np.median(ret)),
-        "return_std": sd,
-        "return_ci95_low": low,
-        "return_ci95_high": high,
-        "survival_rate": _mean_of(episodes, "survival"),
-        "net_profit_mean": _mean_of(episodes, "net_profit"),
-        "profit_per_tick_mean": _mean_of(episodes, "profit_per_tick"),
-        "ticks_mean": ticks if ticks is not None else _mean_of(episodes, "episode_length"),
-        "episode_length_mean": _mean_of(episodes, "episode_length"),
-    }
+    out = {"episodes": n, "return_mean": mean, "return_median": float(np.median(ret)), "return_std": sd,
+           "return_ci95_low": low, "return_ci95_high": high}
+    for key in episodes[0]:
+        values = [e.get(key) for e in episodes]
+        if key not in _NOT_METRICS and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[f"{key}_mean"] = float(np.mean(values))
+    return out
 
 
 def _cell(summary: dict, key: str, fmt) -> str:
@@ -223,10 +207,11 @@ def _cell(summary: dict, key: str, fmt) -> str:
     return fmt.format(int(value) if fmt == "{:d}" else float(value))
 
 
-def comparison_table(results: dict) -> str:
-    """Aligned text table, one row per {name: summary} entry, in the dict's order."""
-    header = ["name"] + [h for _, h, _ in _COLUMNS]
-    rows = [[str(name)] + [_cell(s, k, f) for k, _, f in _COLUMNS] for name, s in results.items()]
+def comparison_table(results: dict, columns=BASE_COLUMNS + LENGTH_COLUMN) -> str:
+    """Aligned text table, one row per {name: summary} entry, in the dict's order; ``columns``:
+    (summary key, header, format) each."""
+    header = ["name"] + [h for _, h, _ in columns]
+    rows = [[str(name)] + [_cell(s, k, f) for k, _, f in columns] for name, s in results.items()]
     widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
 
     def line(cells):
@@ -235,24 +220,3 @@ def comparison_table(results: dict) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule] + [line(r) for r in rows])
-
-
-def bot_summaries(episodes: int, seed0: int, rules="v2", time_max: int = 20000, names=None) -> dict:
-    """{bot name: summary} for the scripted bots (default: every BOTS entry) on seeds seed0 ..
-    seed0+episodes-1, the same seeds a policy is evaluated on (prospector only). All bots share
-    one env batch (bot p, seed e at row p*episodes + e): one NumPy step serves every bot."""
-    from training.envs.bots import BOTS, make_bots
-
-    names = list(BOTS) if names is None else list(names)
-    table = make_bots(rules)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise ValueError(f"unknown bot(s) {unknown}; known: {sorted(table)}")
-    B = int(episodes)
-    seeds = [int(seed0) + e for _ in names for e in range(B)]
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return np.concatenate([table[n](obs[p * B:(p + 1) * B]) for p, n in enumerate(names)])
-
-    records = _play_prospector(act, seeds, rules, time_max, None)
-    return {n: summarize(records[p * B:(p + 1) * B]) for p, n in enumerate(names)}

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from training.adam import Adam
+from training.agent import build_agent, get_weights, make_spec
 from training.config import TrainConfig
 from training.hardware import native_bfloat16
-from training.policy import build_policy, get_weights, policy_from_spec
 from training.ppo import compute_gae, compute_vtrace, env_column_minibatches, forward_float32, linear_lr, ppo_update
 
 ROLLOUT_KEYS_TN = ("obs", "actions", "logprobs", "values", "rewards", "terminals", "truncations", "valid",
@@ -51,30 +51,17 @@ def resolve_precision(requested: str, device: str) -> torch.dtype | None:
     return None
 
 
-def policy_encoder(cfg: TrainConfig) -> dict | None:
-    """The env-specific actor --policy-arch asks for (None: the MLP)."""
-    if cfg.policy_arch in ("prospector", "masked_mlp"):
-        from training.prospector_net import encoder_spec
-
-        return encoder_spec(cfg.env_rules, slots=cfg.policy_arch == "prospector", prior=cfg.policy_prior,
-                            prior_logit=cfg.policy_prior_logit)
-    return None
-
-
 class PPOLearner:
-    def __init__(self, cfg: TrainConfig, obs_space=None, act_space=None, policy_spec: dict | None = None,
-                 device: str = "cpu"):
+    def __init__(self, cfg: TrainConfig, env, policy_spec: dict | None = None, device: str = "cpu"):
+        """``env``: the ``EnvInfo`` the runners report; ``policy_spec`` (default: the one ``cfg``
+        asks for, ``agent.make_spec``) is built fresh from the run's seed."""
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        if policy_spec is not None:
-            self.policy = policy_from_spec(policy_spec)
-        else:
-            self.policy = build_policy(obs_space, act_space, hidden=cfg.hidden_sizes, encoder=policy_encoder(cfg))
+        self.policy = build_agent(policy_spec or make_spec(cfg), env)
         self.policy.to(self.device)
-        # torch's fused Adam kernel: one pass for all parameters (the per-tensor loop cost 5x more on
-        # a 64,64 MLP, bench/profile_update.py --env gym:CartPole-v1), without torch.optim's import
-        # of torch._dynamo (training/adam.py)
+        # torch's fused Adam kernel: one pass for all parameters, without torch.optim's import of
+        # torch._dynamo (training/adam.py)
         self.optimizer = Adam(self.policy.parameters(), lr=cfg.ppo_learning_rate, eps=1e-5)
         self.update_index = 0
         self.total_updates = max(1, cfg.total_rounds)

@@ -11,13 +11,14 @@ import io
 import json
 from pathlib import Path
 
+from training.envs.plugin import tool
 from training.run_store import atomic_write_bytes
 
 FIG_SIZE_IN = (12.0, 9.0)
 DPI = 100
 FIG_SIZE_PX = (1200, 900)
 LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl")
-BOT_EPISODES = 50
+REFERENCE_EPISODES = 50
 
 
 class PlotError(ValueError):
@@ -64,11 +65,13 @@ def _read_json(path: Path):
         return None
 
 
-def bot_reference_returns(run_dir, episodes: int = BOT_EPISODES) -> dict[str, float]:
-    """{bot: mean return} for the run's env: from ``bots.json`` ({name: summary or number}) when
-    present, else played now on the run's eval seeds (prospector runs only; {} otherwise)."""
+def reference_returns(run_dir, episodes: int = REFERENCE_EPISODES) -> dict[str, float]:
+    """{name: mean return} of the reference lines for the run's env: from the run's
+    ``reference_returns.json`` ({name: summary or number}) when present, else from the env
+    plug-in's ``reference_returns`` hook (the prospector plays its bots on the run's eval seeds),
+    else none."""
     run_dir = Path(run_dir)
-    cached = _read_json(run_dir / "bots.json")
+    cached = _read_json(run_dir / "reference_returns.json")
     if isinstance(cached, dict) and cached:
         out = {}
         for name, v in cached.items():
@@ -77,13 +80,11 @@ def bot_reference_returns(run_dir, episodes: int = BOT_EPISODES) -> dict[str, fl
                 out[str(name)] = float(value)
         return out
     cfg = _read_json(run_dir / "config.json") or {}
-    if cfg.get("env", "prospector") != "prospector" or episodes <= 0:
+    hook = tool(cfg.get("env"), "reference_returns") if episodes > 0 else None
+    if hook is None:
         return {}
-    from training.evaluate import bot_summaries
-
     seed0 = int(cfg.get("seed", 0)) + int(cfg.get("eval_seed_offset", 100_000))
-    res = bot_summaries(episodes, seed0, cfg.get("env_rules", "v2"), int(cfg.get("env_time_max", 20000)))
-    return {name: s["return_mean"] for name, s in res.items()}
+    return hook(episodes, seed0, rules=cfg.get("env_rules"), time_max=cfg.get("env_time_max"))
 
 
 def _series(rows: list[dict], key: str):
@@ -102,24 +103,25 @@ def _panel(ax, rows, key: str, title: str, label=None):
     ax.grid(True, alpha=0.3)
 
 
-def plot_learning_curves(run_dir, out=None, bot_returns: dict | None = None,
-                         bot_episodes: int = BOT_EPISODES) -> Path:
-    """return_mean (with bot reference lines), sps and the four losses against env_steps_total.
+def plot_learning_curves(run_dir, out=None, references: dict | None = None,
+                         reference_episodes: int = REFERENCE_EPISODES) -> Path:
+    """return_mean (with reference lines: ``reference_returns``), sps and the four losses against
+    env_steps_total.
     -> the PNG path (default ``<run>/plots/learning_curves.png``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PlotError(f"{run_dir}: run directory not found")
     rows = load_windows(run_dir / "metrics" / "windows.jsonl")
-    if bot_returns is None:
-        bot_returns = bot_reference_returns(run_dir, bot_episodes)
+    if references is None:
+        references = reference_returns(run_dir, reference_episodes)
     fig = _figure()
     axes = fig.subplots(3, 2)
     ax = axes[0][0]
     _panel(ax, rows, "return_mean", "episode return (mean per window)", label="policy")
     colors = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray", "tab:olive")
-    for i, (name, value) in enumerate(sorted(bot_returns.items(), key=lambda kv: -kv[1])):
+    for i, (name, value) in enumerate(sorted(references.items(), key=lambda kv: -kv[1])):
         ax.axhline(value, linestyle="--", linewidth=1, color=colors[i % len(colors)], label=f"{name} {value:.2f}")
-    if bot_returns:
+    if references:
         ax.legend(fontsize=7, loc="best")
     _panel(axes[0][1], rows, "sps", "throughput (env steps / s)")
     for ax, key in zip((axes[1][0], axes[1][1], axes[2][0], axes[2][1]), LOSS_KEYS):
@@ -139,10 +141,15 @@ def default_replay_png(replay_path) -> Path:
     return p.with_name(name + ".png")
 
 
-def plot_replay(replay_path, out=None) -> Path:
-    """One episode: hull, fuel, heat, cargo and credits over ticks, pirate encounters as red
-    vertical lines and paid sales as green markers (prospector replays); reward and running
-    return per step for other envs."""
+def replay_env(replay_path) -> str | None:
+    """The env of the run a replay file belongs to (``<run>/replays/<file>``), if it can be told."""
+    cfg = _read_json(Path(replay_path).parent.parent / "config.json")
+    return cfg.get("env") if isinstance(cfg, dict) else None
+
+
+def plot_replay(replay_path, out=None, env: str | None = None) -> Path:
+    """One episode, drawn by the env plug-in's ``draw_replay`` hook (``env``: default the env of
+    the replay's run), else reward and running return per step."""
     from training.replays import read_replay
 
     replay_path = Path(replay_path)
@@ -155,45 +162,16 @@ def plot_replay(replay_path, out=None) -> Path:
     if not frames:
         raise PlotError(f"{replay_path}: no frames")
     fig = _figure()
-    if all(isinstance(f.get("info", {}).get("after"), dict) for f in frames):
-        _draw_prospector(fig, frames)
-    else:
-        _draw_generic(fig, frames)
+    env = env or replay_env(replay_path)
+    draw = tool(env, "draw_replay") or _draw_generic
+    try:
+        draw(fig, frames)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise PlotError(f"{replay_path}: cannot be drawn as a replay of {env} ({type(exc).__name__}: {exc})") from None
     fig.suptitle(f"{replay_path.name}: {len(frames)} decisions, return "
                  f"{sum(f.get('reward', 0.0) for f in frames):.3f}")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, Path(out) if out else default_replay_png(replay_path))
-
-
-def _draw_prospector(fig, frames: list[dict]) -> None:
-    # Each frame's info.after is the ship after the step, at tick t + dt; the start comes from
-    # frame 0's observation (gauges are obs[0:5] scaled, credits start at render_state.credits).
-    from training.envs.prospector_consts import CARGO_MAX, FUEL_MAX, HEAT_MAX, HULL_MAX
-
-    o0, rs0 = frames[0]["render_state"]["observation"], frames[0]["render_state"]
-    start = {"hull": o0[1] * HULL_MAX, "fuel": o0[0] * FUEL_MAX, "heat": o0[2] * HEAT_MAX,
-             "cargo": o0[4] * CARGO_MAX, "credits": rs0.get("credits", 0.0)}
-    x = [frames[0]["t"]] + [f["t"] + f["dt"] for f in frames]
-    keys = (("hull", "hull"), ("fuel", "fuel"), ("heat", "heat"), ("cargo", "cargo (units)"),
-            ("credits", "credits"))
-    axes = fig.subplots(len(keys), 1, sharex=True)
-    enc = [f["t"] + f["dt"] for f in frames if "pirate_encounter" in f["events"]]
-    sales = [(f["t"] + f["dt"], f["info"]["after"]["credits"]) for f in frames if f["info"].get("sale")]
-    for ax, (key, label) in zip(axes, keys):
-        ax.plot(x, [start[key]] + [f["info"]["after"][key] for f in frames], linewidth=1.2)
-        for t in enc:
-            ax.axvline(t, color="tab:red", alpha=0.5, linewidth=0.8)
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-    if sales:
-        axes[-1].scatter([s[0] for s in sales], [s[1] for s in sales], marker="^", color="tab:green",
-                         zorder=3, label=f"sales ({len(sales)})")
-    if enc:
-        axes[0].plot([], [], color="tab:red", label=f"pirate encounters ({len(enc)})")
-    for ax in (axes[0], axes[-1]):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
-    axes[-1].set_xlabel("ticks")
 
 
 def _draw_generic(fig, frames: list[dict]) -> None:

@@ -194,7 +194,7 @@ def forward_float32(policy: nn.Module, obs: torch.Tensor, amp_dtype: torch.dtype
                     prior: torch.Tensor | None = None):
     """policy(obs), optionally under autocast; the outputs come back as float32 so that the
     log-softmax, the ratios and the losses keep full precision whatever the matmuls used.
-    ``prior``: a residual policy's prior actions for these rows (``Policy.prior_actions``)."""
+    ``prior``: a residual policy's prior actions for these rows (``Agent.prior_actions``)."""
     args = (obs,) if prior is None else (obs, prior)
     if amp_dtype is None:
         return policy(*args)
@@ -278,8 +278,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
             loss = pg_coef * losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
             if distill:
                 teacher_logprob, _ = policy.logprob_entropy(dist_params, batch["teacher_actions"][idx])
-                # a teacher action the policy masks out (logit -1e9) cannot be learned: skip it
-                w = weights[idx] * (teacher_logprob > -1e6)
+                # a teacher action the policy gives probability 0 (one it masks) cannot be learned: skip it
+                w = weights[idx] * (teacher_logprob.exp() > 0)
                 losses["distill_loss"] = -(teacher_logprob * w).sum() / w.sum().clamp(min=1.0)
                 loss = loss + distill_coef * losses["distill_loss"]
 

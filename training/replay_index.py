@@ -1,4 +1,4 @@
-"""``replay_index.json`` (shared/spec/run_artifacts.md, "Replays"): its entries and their tags
+"""``replay_index.json`` (docs/RUN_ARTIFACTS.md, "Replays"): its entries and their tags
 (every_window, best_so_far, milestones), and publishing a window's best evaluation episode:
 replay file first, then its index entry, so an entry never points at a missing file."""
 
@@ -124,9 +124,8 @@ def best_window_episode(cfg, window_id: int, policy, pack: bool = True) -> dict 
     if n <= 0:
         return None
     seeds = eval_seeds(get("seed", 0), get("eval_seed_offset", 100_000), window_id, n)
-    best, _ = record_best(policy, get("env", "prospector"), seeds, get("env_rules", "v2"),
-                          int(get("env_time_max", 20000)), bool(get("eval_policy_deterministic", True)),
-                          get("eval_max_steps_per_episode"))
+    best, _ = record_best(policy, get("env"), seeds, get("env_rules"), get("env_time_max"),
+                          bool(get("eval_policy_deterministic", True)), get("eval_max_steps_per_episode"))
     return pack_episode(best) if pack else best
 
 

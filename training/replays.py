@@ -1,12 +1,12 @@
 """Evaluation replays: record one episode frame by frame and write it as gzipped JSON lines
-(shared/spec/run_artifacts.md, section "Replays"); training/replay_index.py keeps the index.
+(docs/RUN_ARTIFACTS.md, "Replays"); training/replay_index.py keeps the index.
 
-Frame k is the k-th decision, read as a transition: ``t`` (ticks elapsed before the decision),
+Frame k is the k-th decision, read as a transition: ``t`` (time elapsed before the decision),
 ``render_state`` (the world as the agent saw it when deciding, observation included) and
 ``action`` describe the moment of the decision; ``dt``, ``reward``, ``terminated``, ``truncated``
-and ``events`` are what the step did. So t[k+1] == t[k] + dt[k]. The prospector's frames also
-carry ``info.after``, the ship after the step, so the end of the episode (a destroyed hull) is in
-the file too.
+and ``events`` are what the step did. So t[k+1] == t[k] + dt[k]. Any env's episode can be recorded
+with its observations only (``t`` counts decisions); an env's plug-in may record richer frames
+(its ``record_replay`` tool hook: the prospector's carry the game's state and ticks).
 
 Ray-free: the trainer may call record_best in a Ray task and replay_index.publish_replay (file
 writes) where the run directory lives.
@@ -27,13 +27,11 @@ SCHEMA_VERSION = 1
 EVENTS = ("invalid_action", "pirate_encounter", "overheat_tick", "terminated", "truncated")
 FRAME_KEYS = ("schema_version", "frame_index", "t", "dt", "action", "reward", "terminated",
               "truncated", "render_state", "events")
-PROSPECTOR_RENDER_KEYS = ("observation", "time_remaining", "credits", "net_profit", "survival",
-                          "cargo_utilization_avg", "node_context")
 _REPLAY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 # ------------------------------------------------------------------------------ recording
-def _obs_list(obs) -> list:
+def obs_list(obs) -> list:
     # 5 decimals: observations are float32 in [-1, 1]; full float64 reprs would triple the file.
     return np.round(np.asarray(obs, np.float64).ravel(), 5).tolist()
 
@@ -43,95 +41,7 @@ def _action_json(a):
     return a.item() if a.size == 1 and a.ndim <= 1 else a.tolist()
 
 
-def _render_state(sim, obs) -> dict:
-    """Decision-time state of env 0 (alive by construction: finished envs are not asked to act)."""
-    from training.envs.prospector_consts import NODE_CLUSTER, NODE_HAZARD, NODE_STATION
-
-    now = _sim_after(sim)
-    node, sel = now["node"], int(sim.sel[0])
-    ntype = int(sim.node_type[0, node])
-    rs = {k: now[k] for k in ("time_remaining", "credits", "net_profit", "survival", "cargo_utilization_avg")}
-    rs["observation"] = _obs_list(obs)
-    rs["node_context"] = {
-        "node": node, "at_station": node == 0, "distance_to_station": int(sim.dist[0, node]),
-        "node_type": {NODE_STATION: "station", NODE_CLUSTER: "cluster", NODE_HAZARD: "hazard"}.get(ntype, str(ntype)),
-        "neighbors": int((sim.nbr[0, node] >= 0).sum()), "selected_asteroid": sel if sel >= 0 else None}
-    return rs
-
-
-def _sim_after(sim) -> dict:
-    ticks = int(sim.ticks[0])
-    out = {"ticks": ticks, "credits": float(sim.credits[0]), "net_profit": float(sim.net_profit()[0]),
-           "survival": 1, "pirate_encounters": int(sim.encounters[0]),
-           "overheat_ticks": int(sim.overheat_ticks[0]), "time_remaining": int(sim.time_remaining[0]),
-           "cargo_utilization_avg": float(sim.util_acc[0] / max(1, ticks)),
-           "invalid_action": bool(sim.last_invalid[0]), "node": int(sim.node[0])}
-    for k in ("fuel", "hull", "heat", "tool", "alert"):
-        out[k] = round(float(getattr(sim, k)[0]), 3)
-    out["cargo"] = round(float(sim.cargo[0].sum()), 3)
-    out["cargo_by_commodity"] = [round(float(v), 3) for v in sim.cargo[0]]
-    return out
-
-
-class _StepTap:
-    """Copies env 0's simulator state the moment ``sim.step`` returns. ProspectorEnv resets a
-    finished env inside the same ``step()`` call, so reading the arrays afterwards would show the
-    next episode's start instead of how this one ended. Wraps this instance only."""
-
-    def __init__(self, sim):
-        self.after = None
-        inner = sim.step
-
-        def step(a):
-            out = inner(a)
-            self.after = _sim_after(sim)
-            return out
-
-        sim.step = step
-
-
-def _record_prospector(act, seed: int, rules, time_max: int, max_steps) -> dict:
-    from training.envs.prospector import ProspectorEnv
-    from training.envs.prospector_consts import A_FUEL_S, A_SELL0, COMMODITIES, SELL_FRACTIONS
-
-    env = ProspectorEnv(num_envs=1, rules=rules, time_max=time_max)
-    obs, _ = env.reset_with_seeds([seed])
-    sim, frames, cut, last = env.sim, [], False, None
-    tap = _StepTap(sim)
-    while last is None:
-        if max_steps is not None and len(frames) >= max_steps:
-            cut = True
-            break
-        state = _render_state(sim, obs[0])
-        a = int(np.asarray(act(obs)).reshape(-1)[0])
-        t0, credits0 = int(sim.ticks[0]), float(sim.credits[0])
-        enc0, heat0 = int(sim.encounters[0]), int(sim.overheat_ticks[0])
-        obs, rew, term, trunc, infos = env.step(np.array([a], np.int64))
-        last = infos[0] if infos else None
-        after = dict(tap.after)
-        if last is not None:
-            after["survival"] = int(last["survival"])  # 0 when destroyed or stranded
-        events = [name for name, hit in (
-            ("invalid_action", after.pop("invalid_action")),
-            ("pirate_encounter", after["pirate_encounters"] > enc0),
-            ("overheat_tick", after["overheat_ticks"] > heat0), ("terminated", bool(term[0])),
-            ("truncated", bool(trunc[0]))) if hit]
-        extra = {"after": after}
-        if A_SELL0 <= a < A_FUEL_S and after["credits"] > credits0:  # a sale that paid
-            k = a - A_SELL0
-            extra["sale"] = {"commodity": COMMODITIES[k // 3], "fraction": SELL_FRACTIONS[k % 3],
-                             "credits": round(after["credits"] - credits0, 6)}
-        frames.append({"schema_version": SCHEMA_VERSION, "frame_index": len(frames), "t": t0,
-                       "dt": after["ticks"] - t0, "action": a, "reward": float(rew[0]),
-                       "terminated": bool(term[0]), "truncated": bool(trunc[0]),
-                       "render_state": state, "events": events, "info": extra})
-    env.close()
-    end = frames[-1]["info"]["after"] if frames else _sim_after(sim)
-    return _episode(frames, cut, profit=end["net_profit"], survival=end["survival"],
-                    ticks=end["ticks"])
-
-
-def _record_vecenv(act, env_spec: str, seed: int, rules, time_max: int, max_steps) -> dict:
+def _record_vecenv(act, env_spec: str, seed: int, rules, time_max, max_steps) -> dict:
     from training.envs.registry import make_vecenv
 
     env = make_vecenv(env_spec, 1, seed, rules=rules, time_max=time_max, vector_backend="serial")
@@ -142,7 +52,7 @@ def _record_vecenv(act, env_spec: str, seed: int, rules, time_max: int, max_step
             cut = True
             break
         a = act(obs)
-        o = _obs_list(obs[0])
+        o = obs_list(obs[0])
         obs, rew, term, trunc, _ = env.step(a)
         term, trunc = bool(np.asarray(term)[0]), bool(np.asarray(trunc)[0])
         trunc = trunc and not term
@@ -153,10 +63,10 @@ def _record_vecenv(act, env_spec: str, seed: int, rules, time_max: int, max_step
                        "terminated": term, "truncated": trunc, "render_state": {"observation": o},
                        "events": [n for n, hit in (("terminated", term), ("truncated", trunc)) if hit]})
     env.close()
-    return _episode(frames, cut, profit=None, survival=None, ticks=len(frames))
+    return episode_record(frames, cut, profit=None, survival=None, ticks=len(frames))
 
 
-def _episode(frames: list, cut: bool, profit, survival, ticks) -> dict:
+def episode_record(frames: list, cut: bool, profit, survival, ticks) -> dict:
     if cut and frames:  # stopped by max_steps: the file must still say where and why it ends
         f = frames[-1]
         f["truncated"] = True
@@ -169,22 +79,24 @@ def _episode(frames: list, cut: bool, profit, survival, ticks) -> dict:
             "cut_by_max_steps": cut}
 
 
-def record_episode(policy, env_spec: str, seed: int, rules="v2", time_max: int = 20000,
+def record_episode(policy, env_spec: str, seed: int, rules: str | None = None, time_max: int | None = None,
                    deterministic: bool = True, max_steps: int | None = None) -> dict:
-    """Play one episode on ``seed`` and record every decision. ``policy`` None plays uniform
-    random actions (random backend). -> dict(frames, return_total, steps, profit, survival,
-    terminated, truncated, ticks, cut_by_max_steps, seed, env)."""
+    """Play one episode on ``seed`` and record every decision. ``policy``: a training.agent.Agent,
+    or None for uniform random actions (random backend). -> dict(frames, return_total, steps,
+    profit, survival, terminated, truncated, ticks, cut_by_max_steps, seed, env)."""
+    from training.envs.plugin import tool
     from training.envs.registry import make_vecenv
     from training.evaluate import make_act_fn, single_thread  # torch: only where episodes are played
 
     probe = make_vecenv(env_spec, 1, int(seed), rules=rules, time_max=time_max)
     act = make_act_fn(policy, probe.single_action_space, deterministic, seed)
     probe.close()
+    record = tool(env_spec, "record_replay")
     with single_thread():
-        if env_spec == "prospector":
-            ep = _record_prospector(act, int(seed), rules, int(time_max), max_steps)
+        if record is not None:
+            ep = record(act, int(seed), rules=rules, time_max=time_max, max_steps=max_steps)
         else:
-            ep = _record_vecenv(act, env_spec, int(seed), rules, int(time_max), max_steps)
+            ep = _record_vecenv(act, env_spec, int(seed), rules, time_max, max_steps)
     ep.update(seed=int(seed), env=env_spec)
     return ep
 
@@ -194,7 +106,7 @@ def episode_summary(ep: dict) -> dict:
                                    "terminated", "truncated", "ticks")}
 
 
-def record_best(policy, env_spec: str, seeds, rules="v2", time_max: int = 20000,
+def record_best(policy, env_spec: str, seeds, rules: str | None = None, time_max: int | None = None,
                 deterministic: bool = True, max_steps: int | None = None) -> tuple[dict, list[dict]]:
     """Play one episode per seed; keep only the best by return (the first on ties), so memory
     holds at most two episodes' frames. -> (best episode, summaries of all, in seed order)."""

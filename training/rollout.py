@@ -42,7 +42,7 @@ class RolloutCollector:
         self.env_name = env_name
         self.num_envs = vecenv.num_agents
         self.rollout_steps = rollout_steps
-        self.policy = policy  # None: uniform random actions (the `random` backend)
+        self.policy = policy  # a training.agent.Agent; None: uniform random actions (the `random` backend)
         self.teacher = teacher  # kickstarting: obs batch -> the teacher's actions, recorded beside ours
         self.rng = np.random.default_rng(seed)
         self.torch_gen = torch.Generator().manual_seed(seed)  # action sampling, own stream for exact resume
@@ -84,7 +84,7 @@ class RolloutCollector:
             zeros = np.zeros(self.num_envs, dtype=np.float32)
             return actions, actions, zeros, zeros
         with torch.no_grad():
-            action, logprob, value = self.policy.act(torch.as_tensor(obs, dtype=torch.float32), generator=self.torch_gen,
+            action, logprob, value = self.policy.act(torch.as_tensor(obs), generator=self.torch_gen,
                                                      with_value=self.step_values)
         action = action.numpy().reshape(self.num_envs, *self._act_shape)
         env_action = action
@@ -104,7 +104,7 @@ class RolloutCollector:
         if self.policy is None or len(obs) == 0:
             return np.zeros(len(obs), dtype=np.float32)
         with torch.no_grad():
-            _, value = self.policy(torch.as_tensor(obs, dtype=torch.float32))
+            value = self.policy.values(torch.as_tensor(obs))
         return value.numpy().astype(np.float32).reshape(-1)
 
     # ---------------------------------------------------------------- collect

@@ -2,7 +2,7 @@
 
 The API and web front end read these files while training writes them, and a crashed run must
 resume without duplicating or losing windows, so every whole-file write is atomic and every
-append is fsynced. See shared/spec/run_artifacts.md for the contract this module implements.
+append is fsynced. See docs/RUN_ARTIFACTS.md for the contract this module implements.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from training.checkpoint_codec import save_to_array
+from training.checkpoint_codec import peek_format_version, save_to_array
 
-CHECKPOINT_FORMAT_VERSION = 1
+# 2: the policy spec names a plug-in factory and its kwargs (training/agent.py); 1 held the
+# trainer's own architecture fields, which no longer build a policy.
+CHECKPOINT_FORMAT_VERSION = 2
 _CKPT_RE = re.compile(r"^ckpt_(\d{6,})\.pt$")
 
 
@@ -34,6 +36,10 @@ class RunStoreError(RuntimeError):
 
 class CheckpointError(RunStoreError):
     """A checkpoint file cannot be used; the message starts with the file's path."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """A whole checkpoint in a format this trainer does not read."""
 
 
 def utc_now_iso() -> str:
@@ -381,15 +387,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         # which the restricted unpickler rejects.
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for truncated/garbage input
+        _check_version(path, peek_format_version(data))  # an older format names classes since moved
         raise CheckpointError(
             f"{path}: corrupt or partial checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds {type(state).__name__}, not dict)")
     if "format_version" not in state:
         raise CheckpointError(f"{path}: missing format_version key")
-    if state["format_version"] != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: unknown format_version {state['format_version']!r} "
-            f"(this trainer reads {CHECKPOINT_FORMAT_VERSION})"
-        )
+    _check_version(path, state["format_version"])
     return state
+
+
+def _check_version(path: Path, version) -> None:
+    if version == 1:
+        raise CheckpointFormatError(f"{path}: format_version 1, from before policies and envs became plug-ins; this "
+                              f"trainer reads {CHECKPOINT_FORMAT_VERSION} (retrain, or use a trainer from before them)")
+    if version is not None and version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointFormatError(f"{path}: unknown format_version {version!r} (this trainer reads "
+                              f"{CHECKPOINT_FORMAT_VERSION})")

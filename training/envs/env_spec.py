@@ -1,39 +1,65 @@
-"""Checking an ``--env`` string before anything starts, without importing PufferLib or torch (the
-driver calls this; ``registry.make_vecenv`` builds the env inside the actors)."""
+"""Checking an ``--env`` value before anything starts, without importing PufferLib or torch (the
+driver calls this; ``registry.make_vecenv`` builds the env inside the actors).
+
+An ``--env`` value is one of: the name of a registered env plug-in (``plugin.EnvPlugin``), which
+stands for the plug-in's own ``env`` value; ``gym:<Gymnasium id>`` (``gym:pkg.module:Id`` imports
+the module that registers the id first, as ``gymnasium.make`` does); ``pkg.module:factory``.
+"""
 
 from __future__ import annotations
 
-import importlib
-
 import gymnasium
+
+from training.envs.plugin import PluginError, check_ref, find_plugin, is_ref, plugin_names, resolve_ref
 
 
 class EnvSpecError(ValueError):
     """An ``--env`` value that cannot be turned into an env."""
 
 
+def env_target(spec: str) -> str:
+    """What ``spec`` stands for: a plug-in's ``env`` value, else ``spec`` itself."""
+    plugin = find_plugin(spec)
+    return plugin.env if plugin is not None else spec
+
+
 def resolve_factory(spec: str):
-    module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise EnvSpecError(f"--env {spec!r}: cannot import module {module_name!r} ({e})") from None
-    factory = getattr(module, attr, None)
+        factory = resolve_ref(env_target(spec), "factory")
+    except PluginError as e:
+        raise EnvSpecError(f"--env {spec!r}: {e}") from None
     if not callable(factory):
-        raise EnvSpecError(f"--env {spec!r}: module {module_name!r} has no callable {attr!r}")
+        raise EnvSpecError(f"--env {spec!r}: {env_target(spec)} is not callable")
     return factory
 
 
+def gym_id(target: str) -> str:
+    """The Gymnasium id of a ``gym:`` target, after importing the module it names, if any."""
+    env_id = target[len("gym:"):]
+    if is_ref(env_id):  # gym:pkg.module:Id, as gymnasium.make("pkg.module:Id") takes it
+        module, _, env_id = env_id.partition(":")
+        try:
+            __import__(module)
+        except ImportError as e:
+            raise EnvSpecError(f"--env {target!r}: cannot import {module!r} ({e})") from None
+    return env_id
+
+
 def check_env_spec(spec: str) -> None:
-    """Fail fast (before any actor starts) on an env string that cannot work."""
-    if spec == "prospector":
-        return
-    if spec.startswith("gym:"):
-        env_id = spec[4:]
+    """Fail fast (before any actor starts) on an env value that cannot work."""
+    target = env_target(spec)
+    if target.startswith("gym:"):
+        env_id = gym_id(target)
         if env_id not in gymnasium.registry:
             raise EnvSpecError(f"--env {spec!r}: unknown Gymnasium id {env_id!r}")
-        return
-    if ":" in spec:
+    elif find_plugin(spec) is not None:
+        try:
+            check_ref(target, f"env plug-in {spec!r}: env")  # found, not imported: the driver stays light
+        except PluginError as e:
+            raise EnvSpecError(f"--env {spec!r}: {e}") from None
+    elif is_ref(target):
         resolve_factory(spec)
-        return
-    raise EnvSpecError(f"--env {spec!r}: unknown env; use 'prospector', 'gym:<Gymnasium id>' or 'package.module:factory'")
+    else:
+        names = ", ".join(plugin_names()) or "none installed"
+        raise EnvSpecError(f"--env {spec!r}: unknown env; use a registered env ({names}), "
+                           "'gym:<Gymnasium id>' or 'package.module:factory'")

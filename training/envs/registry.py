@@ -1,11 +1,12 @@
-"""Turn an ``--env`` string into a PufferLib vector env.
+"""Turn an ``--env`` value into a PufferLib vector env (the forms are listed in ``env_spec``).
 
-- ``prospector``: the native batch env (all envs of a runner in one NumPy simulator).
-- ``gym:<id>``: any Gymnasium id, each env wrapped by PufferLib's emulation and vectorised with
+- ``gym:<id>``: each env wrapped by PufferLib's emulation and vectorised with
   ``pufferlib.vector.make`` (Serial or Multiprocessing).
-- ``package.module:factory``: a user's factory. If it accepts ``num_envs`` it must return one
-  PufferEnv holding that many agents; otherwise it is called once per env and may return a
-  PufferEnv (single agent) or a Gymnasium env.
+- ``pkg.module:factory`` (a plug-in's ``env`` included): if the factory accepts ``num_envs`` it
+  must return one native PufferEnv holding that many agents; otherwise it is called once per env
+  and may return a PufferEnv (single agent) or a Gymnasium env. ``--env-rules`` and
+  ``--env-time-max`` reach a factory as its ``rules`` and ``time_max`` arguments when it takes
+  them and they are set.
 
 Every vector env returned has PufferLib's buffers (observations, rewards, terminals, truncations)
 and the attribute ``autoreset_same_step``: True when a finished env is reset inside the step that
@@ -23,15 +24,15 @@ import pufferlib
 import pufferlib.emulation
 import pufferlib.vector
 
-from training.envs.env_spec import EnvSpecError, check_env_spec, resolve_factory  # noqa: F401 (re-exported)
+from training.envs.env_spec import EnvSpecError, check_env_spec, env_target, gym_id, resolve_factory
 
 
 def _gym_creator(env_id: str, buf=None, seed=0):
     return pufferlib.emulation.GymnasiumPufferEnv(env_creator=gymnasium.make, env_args=[env_id], buf=buf, seed=seed)
 
 
-def _factory_creator(factory, buf=None, seed=0):
-    env = factory()
+def _factory_creator(factory, kwargs: dict, buf=None, seed=0):
+    env = factory(**kwargs)
     if isinstance(env, pufferlib.PufferEnv):
         if env.num_agents != 1:
             raise EnvSpecError(f"{factory!r} returned a PufferEnv with {env.num_agents} agents; "
@@ -42,32 +43,29 @@ def _factory_creator(factory, buf=None, seed=0):
     raise EnvSpecError(f"{factory!r} returned {type(env).__name__}, expected a PufferEnv or a gymnasium.Env")
 
 
-def make_vecenv(spec: str, num_envs: int, seed: int, rules: str = "v2", time_max: int = 20000,
+def _accepted(factory, **candidates) -> dict:
+    """The candidates the factory has a parameter for, leaving out those not set (None)."""
+    params = inspect.signature(factory).parameters
+    return {k: v for k, v in candidates.items() if v is not None and k in params}
+
+
+def make_vecenv(spec: str, num_envs: int, seed: int, *, rules: str | None = None, time_max: int | None = None,
                 vector_backend: str = "serial"):
     check_env_spec(spec)
-    if spec == "prospector":
-        from training.envs.prospector import ProspectorEnv
-
-        env = ProspectorEnv(num_envs=num_envs, seed=seed, rules=rules, time_max=time_max)
-        env.autoreset_same_step = True
-        return env
-
-    if spec.startswith("gym:"):
-        creator = functools.partial(_gym_creator, spec[4:])
+    target = env_target(spec)
+    if target.startswith("gym:"):
+        creator = functools.partial(_gym_creator, gym_id(target))
     else:
         factory = resolve_factory(spec)
-        params = inspect.signature(factory).parameters
-        if "num_envs" in params:
-            kwargs = {"num_envs": num_envs}
-            if "seed" in params:
-                kwargs["seed"] = seed
-            env = factory(**kwargs)
+        settings = _accepted(factory, rules=rules, time_max=time_max)
+        if "num_envs" in inspect.signature(factory).parameters:
+            env = factory(num_envs=num_envs, **settings, **_accepted(factory, seed=seed))
             if not isinstance(env, pufferlib.PufferEnv) or env.num_agents != num_envs:
                 raise EnvSpecError(f"--env {spec!r}: factory(num_envs={num_envs}) must return a PufferEnv "
                                    f"with {num_envs} agents")
             env.autoreset_same_step = True
             return env
-        creator = functools.partial(_factory_creator, factory)
+        creator = functools.partial(_factory_creator, factory, settings)
 
     backend = {"serial": pufferlib.vector.Serial, "multiprocessing": pufferlib.vector.Multiprocessing}[vector_backend]
     # overwork: PufferLib refuses more worker processes than physical cores; a 2-vCPU VM has one.

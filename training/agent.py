@@ -1,0 +1,150 @@
+"""The trainer's view of a policy: any PufferLib-convention module, plus an optional behaviour prior.
+
+A run's policy is described by a JSON-serialisable spec, recorded in every checkpoint, so
+``eval``, replays and ``--resume`` rebuild it without flags:
+
+    {"version": 2, "factory": "pkg.module:factory", "kwargs": {...},
+     "prior": "pkg.module:callable", "prior_logit": 7.0}     # prior: optional
+
+``factory(env, **kwargs)`` builds the module (``training.policy`` says what it must offer; ``env``
+is an ``EnvInfo``). A prior is a behaviour, a callable from a batch of observations (NumPy) to
+actions, such as a scripted bot: its action gets ``prior_logit`` added to its logit, so the
+untrained policy is a softened copy of the behaviour and PPO learns where to depart from it (a
+residual policy). The same kind of callable serves as the kickstarting teacher.
+
+``Agent`` wraps the module for the runners, the learner and evaluation: it turns the module's
+``logits`` into one form per action space (``training.distributions``), adds the prior, samples
+and scores actions.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.distributions import ActionDist
+from training.envs.env_info import EnvInfo
+from training.envs.plugin import BUILTIN_POLICIES, behaviour_ref, policy_ref, resolve_ref
+
+SPEC_VERSION = 2
+
+
+def load_behaviour(ref: str, flag: str):
+    behaviour = resolve_ref(ref, flag)
+    if not callable(behaviour):
+        raise TypeError(f"{flag} {ref!r} is not callable")
+    return behaviour
+
+
+def make_spec(cfg) -> dict:
+    """The policy spec a run's settings ask for. ``--policy-hidden`` fills the factory's ``hidden``
+    argument when it has one and ``--policy-kwargs`` does not set it."""
+    factory_ref = policy_ref(cfg.policy, cfg.env)
+    kwargs = dict(cfg.policy_kwargs or {})
+    if "hidden" not in kwargs and "hidden" in inspect.signature(resolve_ref(factory_ref, "--policy")).parameters:
+        kwargs["hidden"] = list(cfg.hidden_sizes)
+    spec = {"version": SPEC_VERSION, "factory": factory_ref, "kwargs": kwargs}
+    if cfg.policy_prior:
+        spec.update(prior=behaviour_ref(cfg.policy_prior, cfg.env, "--policy-prior"),
+                    prior_logit=float(cfg.policy_prior_logit))
+    return spec
+
+
+def build_agent(spec: dict, env) -> "Agent":
+    """The agent ``spec`` describes, freshly initialised, for ``env`` (an ``EnvInfo``)."""
+    if spec.get("version") != SPEC_VERSION:
+        raise ValueError(f"unsupported policy spec version {spec.get('version')!r} (this trainer reads {SPEC_VERSION})")
+    factory = resolve_ref(spec["factory"], "--policy")
+    module = factory(env, **spec.get("kwargs", {}))
+    if not isinstance(module, nn.Module) or not callable(getattr(module, "forward_eval", None)):
+        raise TypeError(f"--policy {spec['factory']!r} built a {type(module).__name__}; it must return a torch "
+                        "module with forward_eval(observations, state) -> (logits, values) and forward(...)")
+    prior = load_behaviour(spec["prior"], "--policy-prior") if spec.get("prior") else None
+    return Agent(module, env.single_action_space, spec, prior, spec.get("prior_logit", 0.0))
+
+
+def mlp_agent(observation_space, action_space, hidden=(256, 256)) -> "Agent":
+    """The default policy (``--policy mlp``) for these spaces, freshly initialised."""
+    spec = {"version": SPEC_VERSION, "factory": BUILTIN_POLICIES["mlp"], "kwargs": {"hidden": list(hidden)}}
+    return build_agent(spec, EnvInfo(observation_space, action_space))
+
+
+class Agent(nn.Module):
+    """``policy``: the plug-in module (its parameters are this module's, under ``policy.``)."""
+
+    def __init__(self, policy: nn.Module, action_space, spec: dict, prior=None, prior_logit: float = 0.0):
+        super().__init__()
+        self.policy = policy
+        self.spec = spec
+        self.action_space = action_space
+        self.dist = ActionDist(action_space)
+        if prior is not None and self.dist.kind != "discrete":
+            raise TypeError(f"--policy-prior needs a Discrete action space, not {action_space}")
+        self.prior, self.prior_logit = prior, float(prior_logit)
+
+    def prior_actions(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """The prior's actions for ``obs``, or None without a prior. The learner computes them once
+        per batch rather than once per minibatch and epoch."""
+        if self.prior is None:
+            return None
+        actions = self.prior(obs.detach().float().cpu().numpy())
+        return torch.from_numpy(np.asarray(actions)).to(obs.device)
+
+    def _finish(self, logits, obs: torch.Tensor, prior: torch.Tensor | None):
+        params = self.dist.params(logits)
+        if self.prior is not None:
+            params = self.dist.with_bonus(params, self.prior_actions(obs) if prior is None else prior, self.prior_logit)
+        return params
+
+    def forward(self, obs: torch.Tensor, prior: torch.Tensor | None = None):
+        """The training forward pass: (distribution parameters, values (B,)). ``prior``: the prior's
+        actions for these rows, if already computed (``prior_actions``)."""
+        logits, values = self.policy(obs, None)
+        return self._finish(logits, obs, prior), values.reshape(-1)
+
+    def forward_eval(self, obs: torch.Tensor):
+        logits, values = self.policy.forward_eval(obs, None)
+        return self._finish(logits, obs, None), values.reshape(-1)
+
+    def values(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy.forward_eval(obs, None)[1].reshape(-1)
+
+    def logprob_entropy(self, params, action: torch.Tensor):
+        return self.dist.logprob_entropy(params, action)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None, with_value: bool = True,
+            temperature: float = 1.0):
+        """-> (action, logprob (B,), value (B,)); actions as ``ActionDist.sample`` gives them.
+        ``with_value=False``: values are zeros, and a policy with ``forward_actor`` skips its critic.
+        ``temperature`` != 1 samples from ``ActionDist.tempered`` (evaluation only: the logprob is
+        then the tempered distribution's, not the policy's)."""
+        if with_value:
+            params, value = self.forward_eval(obs)
+        else:
+            actor = getattr(self.policy, "forward_actor", None)
+            logits = actor(obs, None) if actor is not None else self.policy.forward_eval(obs, None)[0]
+            params, value = self._finish(logits, obs, None), torch.zeros(obs.shape[0], device=obs.device)
+        if temperature != 1.0:
+            params = self.dist.tempered(params, temperature)
+        action = self.dist.sample(params, deterministic, generator)
+        logprob, _ = self.dist.logprob_entropy(params, action)
+        return action, logprob, value
+
+    def evaluate(self, obs: torch.Tensor, action: torch.Tensor):
+        """-> (logprob (B,), entropy (B,), value (B,)) of given actions under the current policy."""
+        params, value = self.forward(obs)
+        logprob, entropy = self.dist.logprob_entropy(params, action)
+        return logprob, entropy, value
+
+
+def get_weights(agent: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in agent.state_dict().items()}
+
+
+def set_weights(agent: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    # np.array copies: arrays from Ray's object store are read-only and torch warns on them.
+    state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in weights.items()}
+    agent.load_state_dict(state, strict=True)
