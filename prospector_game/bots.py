@@ -238,3 +238,4 @@ def make_bots(rules="v2") -> dict:
 
 
 BOTS = make_bots("v2")
+market_timer_v1 = functools.partial(market_timer, rules="v1")  # as a behaviour: prospector_game.bots:market_timer_v1

@@ -181,6 +181,8 @@ def test_policy_prior_flags_are_checked():
     assert config_from_args({"env": "prospector", "policy_prior": "greedy_miner"}).policy_prior == "greedy_miner"
     assert config_from_args({"env": "prospector", "policy_prior": "none"}).policy_prior is None
     assert make_spec(config_from_args({"env": "prospector"}))["prior"] == "prospector_game.bots:cautious_scanner"
+    v1 = config_from_args({"env": "prospector", "env_rules": "v1", "policy_prior": "prospector_game.bots:market_timer_v1"})
+    assert make_spec(v1)["prior"] == "prospector_game.bots:market_timer_v1"
     bad = [({"env": "prospector", "policy_prior": "no_such_bot"}, "--policy-prior"),
            ({"env": "prospector", "policy_prior": "no_such_module:bot"}, "--policy-prior"),
            ({"env": "gym:CartPole-v1", "policy_prior": "greedy_miner"}, "--policy-prior"),
