@@ -90,9 +90,10 @@ def run_tool(ns: argparse.Namespace) -> int:
 
 
 def _run_eval(ns) -> int:
+    from training.envs.env_spec import env_settings
     from training.envs.plugin import tool
-    from training.evaluate import (BASE_COLUMNS, LENGTH_COLUMN, comparison_table, env_settings, evaluate_policy,
-                                   load_policy, make_act_fn, summarize)
+    from training.evaluate import (BASE_COLUMNS, LENGTH_COLUMN, comparison_table, evaluate_policy, load_policy,
+                                   make_act_fn, summarize)
     from training.run_store import atomic_write_json
 
     if ns.episodes < 1:

@@ -24,6 +24,7 @@ from gymnasium import spaces
 
 from training.agent import Agent, build_agent
 from training.envs.env_info import EnvInfo
+from training.envs.env_spec import env_settings
 from training.rollout import random_actions
 from training.run_store import CheckpointError, load_checkpoint
 
@@ -38,11 +39,6 @@ BASE_COLUMNS = (
     ("return_ci95", "95% CI of mean", None),
 )
 LENGTH_COLUMN = (("episode_length_mean", "length", "{:.1f}"),)
-
-
-def env_settings(config: dict) -> dict:
-    """The env settings a run's config gives its factory (``registry.make_vecenv``)."""
-    return dict(rules=config.get("env_rules"), time_max=config.get("env_time_max"))
 
 
 def load_policy(checkpoint_path) -> tuple[Agent, dict]:

@@ -11,6 +11,7 @@ import io
 import json
 from pathlib import Path
 
+from training.envs.env_spec import env_settings
 from training.envs.plugin import tool
 from training.run_store import atomic_write_bytes
 
@@ -84,7 +85,7 @@ def reference_returns(run_dir, episodes: int = REFERENCE_EPISODES) -> dict[str, 
     if hook is None:
         return {}
     seed0 = int(cfg.get("seed", 0)) + int(cfg.get("eval_seed_offset", 100_000))
-    return hook(episodes, seed0, rules=cfg.get("env_rules"), time_max=cfg.get("env_time_max"))
+    return hook(episodes, seed0, **env_settings(cfg))
 
 
 def _series(rows: list[dict], key: str):

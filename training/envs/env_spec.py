@@ -17,6 +17,12 @@ class EnvSpecError(ValueError):
     """An ``--env`` value that cannot be turned into an env."""
 
 
+def env_settings(config: dict) -> dict:
+    """The env settings a run's config passes to its env's factory (``registry.make_vecenv``) and
+    tool hooks: ``rules`` and ``time_max``, None where the env's own defaults apply."""
+    return dict(rules=config.get("env_rules"), time_max=config.get("env_time_max"))
+
+
 def env_target(spec: str) -> str:
     """What ``spec`` stands for: a plug-in's ``env`` value, else ``spec`` itself."""
     plugin = find_plugin(spec)

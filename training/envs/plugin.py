@@ -27,11 +27,16 @@ from typing import Any, Callable, Mapping
 ENTRY_POINT_GROUP = "prospector_trainer.envs"
 # Optional functions a plug-in's ``tools`` module may define; the CLI's tools call them when present.
 TOOL_HOOKS = (
-    "baselines",          # (episodes, seed0, settings) -> {name: evaluate.summarize(...)}: rows beside the policy in `eval`
-    "eval_columns",       # tuple of (summary key, header, format): extra columns of the `eval` table
-    "reference_returns",  # (settings, seed0, episodes) -> {name: mean return}: reference lines in `plot`
-    "record_replay",      # (act, seed, settings, max_steps) -> episode dict with frames (replays.record_episode)
-    "draw_replay",        # (figure, frames) -> None: the picture `replay` draws of one episode
+    # (episodes, seed0, rules=, time_max=) -> {name: evaluate.summarize(...)}: rows beside the policy in `eval`
+    "baselines",
+    # tuple of (summary key, header, format): the `eval` table's columns after the return's
+    "eval_columns",
+    # (episodes, seed0, rules=, time_max=) -> {name: mean return}: reference lines in `plot`
+    "reference_returns",
+    # (act, seed, rules=, time_max=, max_steps=) -> episode dict with frames (see replays.record_episode)
+    "record_replay",
+    # (figure, frames) -> None: the picture `replay` draws of one episode
+    "draw_replay",
 )
 # --policy names every env has; an env's plug-in adds its own
 BUILTIN_POLICIES = {"mlp": "training.policy:MLPPolicy"}

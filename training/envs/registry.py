@@ -43,10 +43,6 @@ def _factory_creator(factory, kwargs: dict, buf=None, seed=0):
     raise EnvSpecError(f"{factory!r} returned {type(env).__name__}, expected a PufferEnv or a gymnasium.Env")
 
 
-def _accepted(factory, **candidates) -> dict:
-    """The candidates the factory has a parameter for, leaving out those not set (None)."""
-    params = inspect.signature(factory).parameters
-    return {k: v for k, v in candidates.items() if v is not None and k in params}
 
 
 def make_vecenv(spec: str, num_envs: int, seed: int, *, rules: str | None = None, time_max: int | None = None,
@@ -57,9 +53,11 @@ def make_vecenv(spec: str, num_envs: int, seed: int, *, rules: str | None = None
         creator = functools.partial(_gym_creator, gym_id(target))
     else:
         factory = resolve_factory(spec)
-        settings = _accepted(factory, rules=rules, time_max=time_max)
-        if "num_envs" in inspect.signature(factory).parameters:
-            env = factory(num_envs=num_envs, **settings, **_accepted(factory, seed=seed))
+        params = inspect.signature(factory).parameters
+        # what the factory takes of the settings that are set; None leaves the env's own default
+        settings = {k: v for k, v in dict(rules=rules, time_max=time_max).items() if v is not None and k in params}
+        if "num_envs" in params:
+            env = factory(num_envs=num_envs, **settings, **({"seed": seed} if "seed" in params else {}))
             if not isinstance(env, pufferlib.PufferEnv) or env.num_agents != num_envs:
                 raise EnvSpecError(f"--env {spec!r}: factory(num_envs={num_envs}) must return a PufferEnv "
                                    f"with {num_envs} agents")
