@@ -4,13 +4,16 @@ A run's policy is described by a JSON-serialisable spec, recorded in every check
 ``eval``, replays and ``--resume`` rebuild it without flags:
 
     {"version": 2, "factory": "pkg.module:factory", "kwargs": {...},
-     "prior": "pkg.module:callable", "prior_logit": 7.0}     # prior: optional
+     "prior": "pkg.module:callable", "prior_logit": 7.0,     # prior: optional
+     "obs_norm": true}                                       # optional: --ppo-norm-obs
 
 ``factory(env, **kwargs)`` builds the module (``training.policy`` says what it must offer; ``env``
 is an ``EnvInfo``). A prior is a behaviour, a callable from a batch of observations (NumPy) to
 actions, such as a scripted bot: its action gets ``prior_logit`` added to its logit, so the
 untrained policy is a softened copy of the behaviour and PPO learns where to depart from it (a
-residual policy). The same kind of callable serves as the kickstarting teacher.
+residual policy). The same kind of callable serves as the kickstarting teacher. With ``obs_norm``
+the agent normalises observations (``training.normalization.ObsNormalizer``) before the module
+sees them; its statistics are buffers of the agent, so they go wherever the weights go.
 
 ``Agent`` wraps the module for the runners, the learner and evaluation: it turns the module's
 ``logits`` into one form per action space (``training.distributions``), adds the prior, samples
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 
+import gymnasium
 import numpy as np
 import torch
 from torch import nn
@@ -28,6 +32,7 @@ from torch import nn
 from training.distributions import ActionDist
 from training.envs.env_info import EnvInfo
 from training.envs.plugin import BUILTIN_POLICIES, behaviour_ref, policy_ref, resolve_ref
+from training.normalization import ObsNormalizer
 
 SPEC_VERSION = 2
 
@@ -50,6 +55,8 @@ def make_spec(cfg) -> dict:
     if cfg.policy_prior:
         spec.update(prior=behaviour_ref(cfg.policy_prior, cfg.env, "--policy-prior"),
                     prior_logit=float(cfg.policy_prior_logit))
+    if getattr(cfg, "ppo_norm_obs", False):
+        spec["obs_norm"] = True
     return spec
 
 
@@ -63,7 +70,13 @@ def build_agent(spec: dict, env) -> "Agent":
         raise TypeError(f"--policy {spec['factory']!r} built a {type(module).__name__}; it must return a torch "
                         "module with forward_eval(observations, state) -> (logits, values) and forward(...)")
     prior = load_behaviour(spec["prior"], "--policy-prior") if spec.get("prior") else None
-    return Agent(module, env.single_action_space, spec, prior, spec.get("prior_logit", 0.0))
+    obs_norm = None
+    if spec.get("obs_norm"):
+        space = env.single_observation_space
+        if not (isinstance(space, gymnasium.spaces.Box) and np.issubdtype(space.dtype, np.floating)):
+            raise TypeError(f"--ppo-norm-obs needs a Box observation space of floats, not {space}")
+        obs_norm = ObsNormalizer(space.shape)
+    return Agent(module, env.single_action_space, spec, prior, spec.get("prior_logit", 0.0), obs_norm)
 
 
 def mlp_agent(observation_space, action_space, hidden=(256, 256)) -> "Agent":
@@ -73,11 +86,15 @@ def mlp_agent(observation_space, action_space, hidden=(256, 256)) -> "Agent":
 
 
 class Agent(nn.Module):
-    """``policy``: the plug-in module (its parameters are this module's, under ``policy.``)."""
+    """``policy``: the plug-in module (its parameters are this module's, under ``policy.``).
+    ``obs_norm``: an ``ObsNormalizer`` the module's inputs pass through (its buffers are this
+    module's, under ``obs_norm.``); the prior and the teacher see raw observations."""
 
-    def __init__(self, policy: nn.Module, action_space, spec: dict, prior=None, prior_logit: float = 0.0):
+    def __init__(self, policy: nn.Module, action_space, spec: dict, prior=None, prior_logit: float = 0.0,
+                 obs_norm: ObsNormalizer | None = None):
         super().__init__()
         self.policy = policy
+        self.obs_norm = obs_norm
         self.spec = spec
         self.action_space = action_space
         self.dist = ActionDist(action_space)
@@ -99,18 +116,21 @@ class Agent(nn.Module):
             params = self.dist.with_bonus(params, self.prior_actions(obs) if prior is None else prior, self.prior_logit)
         return params
 
+    def _inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if self.obs_norm is None else self.obs_norm(obs)
+
     def forward(self, obs: torch.Tensor, prior: torch.Tensor | None = None):
         """The training forward pass: (distribution parameters, values (B,)). ``prior``: the prior's
         actions for these rows, if already computed (``prior_actions``)."""
-        logits, values = self.policy(obs, None)
+        logits, values = self.policy(self._inputs(obs), None)
         return self._finish(logits, obs, prior), values.reshape(-1)
 
     def forward_eval(self, obs: torch.Tensor):
-        logits, values = self.policy.forward_eval(obs, None)
+        logits, values = self.policy.forward_eval(self._inputs(obs), None)
         return self._finish(logits, obs, None), values.reshape(-1)
 
     def values(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy.forward_eval(obs, None)[1].reshape(-1)
+        return self.policy.forward_eval(self._inputs(obs), None)[1].reshape(-1)
 
     def logprob_entropy(self, params, action: torch.Tensor):
         return self.dist.logprob_entropy(params, action)
@@ -125,7 +145,8 @@ class Agent(nn.Module):
             params, value = self.forward_eval(obs)
         else:
             actor = getattr(self.policy, "forward_actor", None)
-            logits = actor(obs, None) if actor is not None else self.policy.forward_eval(obs, None)[0]
+            inputs = self._inputs(obs)
+            logits = actor(inputs, None) if actor is not None else self.policy.forward_eval(inputs, None)[0]
             params, value = self._finish(logits, obs, None), torch.zeros(obs.shape[0], device=obs.device)
         if temperature != 1.0:
             params = self.dist.tempered(params, temperature)

@@ -3,8 +3,10 @@
 Flag names are those of the first version's CLI (docs/RUN_ARTIFACTS.md); the attribute of each
 flag is its name without dashes (``--ppo-num-envs`` -> ``ppo_num_envs``). Settings a user does not
 give come from the env's preset (its plug-in registers one, as PufferLib keeps one config per
-env), then from the global defaults below. Validation happens here, before any Ray actor starts,
-and names the flag. Nothing here imports torch, PufferLib or an env: the driver runs it.
+env), else from the defaults for its kind of action space (``SPACE_DEFAULTS``), then from the
+global defaults below. Validation happens here, before any Ray actor starts, and names the flag.
+Nothing here imports torch or PufferLib (the driver runs it), except what an env factory without a
+preset imports when ``space_defaults`` builds one env to read its action space.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import json
 import math
 from dataclasses import dataclass
 
+import gymnasium
+
+from training.envs.env_spec import probe_action_space
 from training.envs.plugin import PluginError, behaviour_ref, check_ref, find_plugin, policy_ref
 from training.faults import parse_faults
 
@@ -61,6 +66,9 @@ class TrainConfig:
     ppo_max_grad_norm: float = 0.5
     ppo_norm_adv: bool = True
     ppo_reward_scale: float = 1.0
+    # On for continuous actions without a preset (SPACE_DEFAULTS), as the reference recipes do.
+    ppo_norm_obs: bool = False
+    ppo_norm_reward: bool = False
     policy: str = "mlp"
     policy_kwargs: dict = dataclasses.field(default_factory=dict)
     policy_hidden: str = "256,256"
@@ -158,6 +166,31 @@ def parse_float_list(text: str, flag_name: str) -> tuple[float, ...]:
         return tuple(float(x) for x in str(text).split(",") if x.strip())
     except ValueError:
         raise ConfigError(flag_name, f"expected comma-separated numbers, got {text!r}") from None
+
+
+# Defaults for an env without a preset, by its action space. Continuous control takes the recipe of
+# the reference implementations (CleanRL's ppo_continuous_action.py, baselines' MuJoCo settings):
+# 2,048-step rounds over 8 envs, 10 epochs of 64-sample minibatches, no entropy bonus, 64x64
+# tanh networks, normalised observations and rewards. Without normalisation the critic's loss on
+# unscaled returns takes the whole gradient clip and the policy never moves (docs/BENCHMARKS.md,
+# "Continuous control").
+SPACE_DEFAULTS = {
+    "box": dict(ppo_rollout_steps=256, ppo_num_minibatches=32, ppo_update_epochs=10, ppo_learning_rate=3e-4,
+                ppo_gamma=0.99, ppo_gae_lambda=0.95, ppo_ent_coef=0.0, policy_hidden="64,64",
+                ppo_norm_obs=True, ppo_norm_reward=True),
+}
+
+
+def action_kind(space) -> str | None:
+    """'box', 'discrete' or 'multidiscrete' for an action space; None for anything else."""
+    kinds = {gymnasium.spaces.Box: "box", gymnasium.spaces.Discrete: "discrete",
+             gymnasium.spaces.MultiDiscrete: "multidiscrete"}
+    return next((kind for cls, kind in kinds.items() if isinstance(space, cls)), None)
+
+
+def space_defaults(env: str) -> dict:
+    """SPACE_DEFAULTS for ``env``'s action space (one env is built to read it), or {}."""
+    return dict(SPACE_DEFAULTS.get(action_kind(probe_action_space(env)), {}))
 
 
 def preset_for(env: str) -> dict:
@@ -280,6 +313,12 @@ _HELP = {
     "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
     "resume": "continue the run in this directory from its latest complete checkpoint",
     "ppo_reward_scale": "rewards are multiplied by this for learning only (value targets); reported returns stay raw",
+    "ppo_norm_obs": "normalise observations by their running mean and variance (merged from every runner's "
+                    "rollouts, kept in checkpoints, applied by eval), clipped to +-10; default: on for continuous "
+                    "actions without a preset",
+    "ppo_norm_reward": "divide rewards by the running standard deviation of the discounted return, clipped to "
+                       "+-10 (VecNormalize's rule), for learning only: reported returns stay raw; default: on for "
+                       "continuous actions without a preset",
     "kickstart_teacher": "kickstarting: a behaviour (a name the env offers, `prospector envs`, or "
                          "package.module:callable mapping a batch of observations to actions) whose actions the "
                          "policy is also trained to match; 'none' switches a preset's teacher off",
@@ -320,7 +359,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
             group.add_argument("--eval-policy-deterministic", dest=f.name, action="store_true", default=None)
             group.add_argument("--eval-policy-stochastic", dest=f.name, action="store_false", default=None)
             continue
-        if f.name in ("ppo_anneal_lr", "ppo_norm_adv", "async_rollouts"):
+        if f.name in ("ppo_anneal_lr", "ppo_norm_adv", "ppo_norm_obs", "ppo_norm_reward", "async_rollouts"):
             parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None)
             continue
         if f.name in _BOOL_FLAGS:
@@ -346,8 +385,9 @@ def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None) ->
     given = {k: v for k, v in given.items() if k in names}
     values = dict(base or {})
     env = given.get("env", values.get("env", TrainConfig.env))
-    if base is None:
-        values.update(preset_for(env))
+    if base is None:  # a resumed run's config is already resolved
+        preset = preset_for(env)
+        values.update(preset or space_defaults(env))
     values.update(given)
     if isinstance(values.get("policy_kwargs"), str):
         try:

@@ -16,6 +16,7 @@ from training.adam import Adam
 from training.agent import build_agent, get_weights, make_spec
 from training.config import TrainConfig
 from training.hardware import native_bfloat16
+from training.normalization import Moments, RewardScaler
 from training.ppo import compute_gae, compute_vtrace, env_column_minibatches, forward_float32, linear_lr, ppo_update
 
 ROLLOUT_KEYS_TN = ("obs", "actions", "logprobs", "values", "rewards", "terminals", "truncations", "valid",
@@ -67,6 +68,7 @@ class PPOLearner:
         self.total_updates = max(1, cfg.total_rounds)
         self.generator = np.random.default_rng(cfg.seed + 1)
         self.amp_dtype = resolve_precision(cfg.learner_precision, device)
+        self.reward_scaler = RewardScaler(cfg.ppo_gamma) if cfg.ppo_norm_reward else None
 
     @property
     def policy_spec(self) -> dict:
@@ -97,6 +99,8 @@ class PPOLearner:
         driven = b["driven"]
         off_policy = off_policy and not driven
         b["rewards"] = b["rewards"] * np.float32(cfg.ppo_reward_scale)
+        if self.reward_scaler is not None:
+            b["rewards"] = self.reward_scaler.scale(b["rewards"], b["terminals"] | b["truncations"], b["valid"])
         T, N = b["rewards"].shape
 
         def flat(x, dtype=None):
@@ -155,12 +159,24 @@ class PPOLearner:
             pg_coef=0.0 if driven else 1.0, before_minibatch=before_minibatch, in_pass_targets=in_pass,
         )
         self.update_index += 1
+        self._update_obs_norm(rollouts)
         metrics["learning_rate"] = lr
         if cfg.kickstart_warmup_steps:
             metrics["teacher_played"] = float(driven)  # a window's mean: the share of its rounds
         if "teacher_played" in b:
             metrics["rollin_share"] = float(b["teacher_played"].mean())  # of the round's steps
         return metrics
+
+    def _update_obs_norm(self, rollouts: list[dict]) -> None:
+        """Merge every runner's observation moments into the normaliser, after the update: the
+        update itself saw observations normalised as the runners saw them, so its first ratios
+        are 1; the runners get the new statistics with the new weights."""
+        if self.policy.obs_norm is None:
+            return
+        batch = Moments(0.0, 0.0, 0.0)
+        for r in rollouts:
+            batch = batch.merge(Moments.of(r["obs"], r["valid"]))
+        self.policy.obs_norm.update(batch)
 
     def _vtrace_columns(self, b: dict, cols, logprob: torch.Tensor, behaviour_logprob: torch.Tensor,
                         value: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,6 +227,7 @@ class PPOLearner:
             total_updates=self.total_updates,
             numpy_rng=self.generator.bit_generator.state,
             torch_rng=torch.get_rng_state(),
+            reward_scaler=self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
         )
 
     def load_state_dict(self, state: dict) -> None:
@@ -219,3 +236,5 @@ class PPOLearner:
         self.update_index = int(state["update_index"])
         self.generator.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if self.reward_scaler is not None and state.get("reward_scaler") is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])

@@ -82,9 +82,11 @@ class ActorCritic(nn.Module):
 
 
 class MLPPolicy(ActorCritic):
-    """Actor and critic MLPs of ``hidden`` units."""
+    """Actor and critic MLPs of ``hidden`` units. Box actions: a Gaussian whose mean the actor
+    gives and whose log standard deviation is one learned parameter per action dimension, starting
+    at ``log_std_init`` (0: std 1, CleanRL's start, wide enough to explore bounds of +-1)."""
 
-    def __init__(self, env, hidden=(256, 256), activation: str = "tanh"):
+    def __init__(self, env, hidden=(256, 256), activation: str = "tanh", log_std_init: float = 0.0):
         super().__init__()
         obs_dim = flat_size(env.single_observation_space)
         dist = ActionDist(env.single_action_space)
@@ -95,6 +97,6 @@ class MLPPolicy(ActorCritic):
             out_dim = sum(dist.nvec)
         else:
             out_dim = int(np.prod(dist.shape))
-            self.actor_logstd = nn.Parameter(torch.zeros(1, out_dim))  # std 1 at the start
+            self.actor_logstd = nn.Parameter(torch.full((1, out_dim), float(log_std_init)))
         self.actor = mlp(obs_dim, hidden, out_dim, 0.01, activation)
         self.critic = mlp(obs_dim, hidden, 1, 1.0, activation)

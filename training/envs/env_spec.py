@@ -8,6 +8,8 @@ the module that registers the id first, as ``gymnasium.make`` does); ``pkg.modul
 
 from __future__ import annotations
 
+import inspect
+
 import gymnasium
 
 from training.envs.plugin import PluginError, check_ref, find_plugin, is_ref, plugin_names, resolve_ref
@@ -69,3 +71,26 @@ def check_env_spec(spec: str) -> None:
         names = ", ".join(plugin_names()) or "none installed"
         raise EnvSpecError(f"--env {spec!r}: unknown env; use a registered env ({names}), "
                            "'gym:<Gymnasium id>' or 'package.module:factory'")
+
+
+def probe_action_space(spec: str):
+    """The action space of one env of ``spec``, built once and closed, for the per-space defaults
+    of an env without a preset (``config.SPACE_DEFAULTS``); None when it cannot be built here (the
+    runners then report the real error). A ``gym:`` id needs only Gymnasium; a factory is called
+    as the runners call it (``num_envs=1`` when it takes it), so its imports load here too."""
+    target = env_target(spec)
+    try:
+        if target.startswith("gym:"):
+            env = gymnasium.make(gym_id(target))
+        else:
+            factory = resolve_factory(spec)
+            takes_num_envs = "num_envs" in inspect.signature(factory).parameters
+            env = factory(num_envs=1) if takes_num_envs else factory()
+    except Exception:  # noqa: BLE001 - any failure here is reported where the env is really built
+        return None
+    try:
+        return getattr(env, "single_action_space", None) or env.action_space
+    finally:
+        close = getattr(env, "close", None)
+        if callable(close):
+            close()

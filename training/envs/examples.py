@@ -82,3 +82,63 @@ class MultiCountdownEnv(CountdownEnv):
 
 def multi_countdown(num_envs: int = 4, seed: int = 0):
     return MultiCountdownEnv(num_envs=num_envs, seed=seed)
+
+
+class ReachEnv(pufferlib.PufferEnv):
+    """A continuous-control fixture. Env i has the target ``(i % 3 - 1) / 2`` (-0.5, 0 or 0.5) and
+    observes it far off its natural scale, ``[1000 + 100 * target, t / length]``, as raw physical
+    readings often are. Action: Box(-1, 1, (1,)); reward ``1 - |action - target|`` (``constant``:
+    1 whatever the action); episodes of ``length`` steps end by truncation. ``actions_seen``: the
+    actions of the last step, as the env received them."""
+
+    def __init__(self, num_envs: int = 4, seed: int = 0, length: int = 8, constant: bool = False, buf=None):
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.single_action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.num_agents = num_envs
+        super().__init__(buf)
+        self.length, self.constant = length, constant
+        self.target = (np.arange(num_envs) % 3 - 1) / 2.0
+        self.t = np.zeros(num_envs, dtype=np.int64)
+        self.final_observations = np.zeros((num_envs, 2), dtype=np.float32)
+        self.actions_seen = np.zeros((num_envs, 1), dtype=np.float32)
+
+    def _write_obs(self):
+        self.observations[:, 0] = 1000.0 + 100.0 * self.target
+        self.observations[:, 1] = self.t / self.length
+
+    def reset(self, seed=None):
+        self.t[:] = 0
+        self._write_obs()
+        return self.observations, []
+
+    def step(self, actions):
+        self.actions_seen = np.array(actions, dtype=np.float32).reshape(self.num_agents, 1)
+        self.t += 1
+        error = np.abs(self.actions_seen[:, 0] - self.target)
+        self.rewards[:] = 1.0 if self.constant else 1.0 - error
+        done = self.t >= self.length
+        self.terminals[:] = False
+        self.truncations[:] = done
+        self._write_obs()
+        self.final_observations[done] = self.observations[done]
+        self.t[done] = 0
+        self._write_obs()
+        return self.observations, self.rewards, self.terminals, self.truncations, []
+
+    def get_state(self):  # a snapshot for exact resume (RolloutCollector.exact_state)
+        return {"t": self.t.copy()}
+
+    def set_state(self, state):
+        self.t = np.array(state["t"], dtype=np.int64)
+        self._write_obs()
+
+    def close(self):
+        pass
+
+
+def reach(num_envs: int = 4, seed: int = 0):
+    return ReachEnv(num_envs=num_envs, seed=seed)
+
+
+def reach_constant(num_envs: int = 4, seed: int = 0):
+    return ReachEnv(num_envs=num_envs, seed=seed, constant=True)
