@@ -70,4 +70,6 @@ PLUGIN = EnvPlugin(
     behaviours=BEHAVIOURS,
     configure=configure,
     tools="prospector_game.tools",
+    # replay milestones on the game's own episode metrics (profit, survival); `return` is every env's
+    settings=("eval_milestone_profit_thresholds", "eval_milestone_survival_thresholds"),
 )

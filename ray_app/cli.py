@@ -8,7 +8,8 @@ import signal
 import sys
 
 from ray_app.cli_tools import add_tool_parsers, run_tool
-from training.config import ConfigError, add_train_args, config_from_args
+from training.config import ConfigError
+from training.config_cli import add_train_args, config_text, resolve
 
 USAGE_ERROR = 2
 
@@ -30,11 +31,15 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """``argv``: the command line, for ``train --help`` to show the defaults its --env resolves to."""
     parser = OneLineErrorParser(prog="prospector", description="Ray-distributed PPO for PufferLib environments")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
-    train = sub.add_parser("train", help="train a policy (embedded Ray, or --address / RAY_ADDRESS to join a cluster)")
-    add_train_args(train)
+    train = sub.add_parser("train", usage="prospector train [--env ENV] [--config FILE] [options]", help="train a policy (embedded Ray, or --address / RAY_ADDRESS to join a cluster)",
+                           description="Train a policy. Settings come from the env's preset (or the defaults of "
+                                       "its action space), then --config, then the flags; --print-config shows "
+                                       "the result.")
+    add_train_args(train, argv)
     add_tool_parsers(sub)  # eval, plot, replay, envs
     return parser
 
@@ -46,11 +51,14 @@ def resolve_train_config(ns: argparse.Namespace):
 
         base = RunStore.open(ns.resume).read_config()
         base["resume"] = ns.resume
-    return config_from_args(ns, base=base)
+    return resolve(ns, base=base)
 
 
 def run_train(ns: argparse.Namespace) -> int:
     cfg = resolve_train_config(ns)
+    if ns.print_config:
+        print(config_text(cfg), end="")
+        return 0
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not os.path.isabs(cfg.run_root) and not cfg.resume:
         # Under `ray job submit` the working directory is Ray's temporary copy of the upload.
         raise ConfigError("--run-root", f"{cfg.run_root!r} is relative; under `ray job submit` it would land in "
@@ -75,8 +83,8 @@ def _exit_interrupted(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
     try:
+        ns = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
         if ns.command == "train":
             return run_train(ns)
         return run_tool(ns)

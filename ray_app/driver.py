@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import ray
 from ray.exceptions import RayActorError
@@ -32,7 +33,7 @@ from training.config import TrainConfig
 from training.envs.env_spec import check_env_spec
 from training.run_metadata import metadata_finished, metadata_resumed, new_metadata
 from training.run_store import CheckpointError, CheckpointFormatError, RunStore, default_run_id, encode_checkpoint
-from training.sinks import WandbSink
+from training.sinks import run_sinks
 
 
 class LearnerLost(Exception):
@@ -49,6 +50,8 @@ class RunState:
     runner_incarnations: list | None = None  # per runner slot, kept across learner replays
     joined_cluster: bool = False
     stop_signals: list = field(default_factory=list)
+    exit_on_second_signal: bool = True  # the CLI's; a notebook's kernel must survive it
+    on_window: Callable[[dict], object] | None = None  # the API's per-window callback
 
 
 def describe(e: BaseException) -> str:
@@ -62,7 +65,9 @@ def describe(e: BaseException) -> str:
 def _install_signal_handlers(state: RunState) -> dict:
     def handler(signum, frame):
         state.stop_signals.append(signum)
-        if len(state.stop_signals) > 1:  # second signal: leave now; every file is written atomically
+        if sum(isinstance(s, int) for s in state.stop_signals) > 1:  # second signal: leave now; every file is written atomically
+            if not state.exit_on_second_signal:
+                raise KeyboardInterrupt  # the API's caller (a notebook) keeps its process
             print("\nsecond interrupt: exiting immediately", file=sys.stderr, flush=True)
             os._exit(130)
         print(f"\n{signal.Signals(signum).name}: finishing the current round, then a final checkpoint "
@@ -111,11 +116,13 @@ def _open_store(cfg: TrainConfig) -> RunStore:
     return store
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) one training run. Returns the final run metadata."""
+def train(cfg: TrainConfig, on_window=None, exit_on_second_signal: bool = True) -> dict:
+    """Run (or resume) one training run. Returns the final run metadata. ``on_window(row)`` is
+    called with every window row once it is written; returning False stops the run as an
+    interrupt does (final checkpoint, status ``stopped``)."""
     check_env_spec(cfg.env)  # an unknown env fails before anything starts or is written
     store = _open_store(cfg)
-    state = RunState()
+    state = RunState(exit_on_second_signal=exit_on_second_signal, on_window=on_window)
     started_ray = _start_ray(cfg)
     state.joined_cluster = bool(cfg.address or os.environ.get("RAY_ADDRESS"))
     previous_handlers = _install_signal_handlers(state)
@@ -137,8 +144,8 @@ def _run(cfg: TrainConfig, store: RunStore, state: RunState, started_ray: bool) 
             runner_restarts=0, learner_restarts=0,
         ))
     store.write_metadata(meta)  # readers see "running" before any actor starts
-    sink = WandbSink(cfg.wandb_mode, cfg.wandb_project, cfg.run_id, cfg.to_dict(), str(store.run_dir))
-    meta["wandb_run_url"] = sink.url or meta.get("wandb_run_url")
+    sink, wandb_url = run_sinks(cfg, store.run_dir)
+    meta["wandb_run_url"] = wandb_url or meta.get("wandb_run_url")
     resume = bool(cfg.resume)
     try:
         while True:
@@ -277,7 +284,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         # record: windows, checkpoints, metadata, replays
         recorder.record(summaries, losses, lag, weights, sampled - round_start, learned - sampled,
                         time.time() - round_start)
-        if more and not overlap:  # only now: a checkpoint above must see the runners between rounds
+        if more and not overlap and not state.stop_signals:  # only now: a checkpoint above must see the runners between rounds
             in_flight = pool.submit(weights, version, spec, teach())
     return recorder.finish(stopped=bool(state.stop_signals))
 

@@ -115,6 +115,8 @@ class RunRecorder:
         self.status_line.clear()
         self.status_line.window(row)
         print(progress_line(row, self.cfg), flush=True)
+        if self.state.on_window is not None and self.state.on_window(row) is False:
+            self.state.stop_signals.append("on_window")  # the caller asked to stop: as an interrupt does
         self.pool.window_closed()
         self.meta = metadata_after_window(self.meta, row)
         self.meta["runner_restarts"] = self.restarts_before + self.pool.restarts_total

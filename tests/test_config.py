@@ -4,7 +4,8 @@ import argparse
 
 import pytest
 
-from training.config import ConfigError, TrainConfig, add_train_args, config_from_args, preset_for
+from training.config import ConfigError, TrainConfig, config_from_args, preset_for
+from training.config_cli import add_train_args
 from training.envs.plugin import find_plugin
 
 

@@ -97,6 +97,10 @@ class TrainConfig:
     # logging
     wandb_mode: str = "disabled"
     wandb_project: str = "prospector-trainer"
+    wandb_entity: str | None = None
+    wandb_group: str | None = None
+    wandb_tags: str | None = None  # comma-separated
+    tensorboard: bool = False
     # evaluation replays
     eval_replays_per_window: int = 0
     eval_max_steps_per_episode: int | None = None
@@ -301,88 +305,12 @@ def _check_policy(cfg: TrainConfig) -> None:
         raise ConfigError("--policy-prior-logit", f"must be a finite number > 0; got {cfg.policy_prior_logit!r}")
 
 
-# ------------------------------------------------------------------ command line
-_BOOL_FLAGS = {"flush_partial_window"}
-_HIDDEN = {"fault_inject"}
-_HELP = {
-    "env": "a registered env (`prospector envs` lists them) | gym:<Gymnasium id> | package.module:factory "
-           "(docs/EXTENDING.md)",
-    "env_rules": "the env's rule set, for envs that have several; passed to the env's factory as `rules`",
-    "env_time_max": "the env's episode time limit, for envs that take one; passed to the env's factory as "
-                    "`time_max`",
-    "address": "join an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)",
-    "resume": "continue the run in this directory from its latest complete checkpoint",
-    "ppo_reward_scale": "rewards are multiplied by this for learning only (value targets); reported returns stay raw",
-    "ppo_norm_obs": "normalise observations by their running mean and variance (merged from every runner's "
-                    "rollouts, kept in checkpoints, applied by eval), clipped to +-10; default: on for continuous "
-                    "actions without a preset",
-    "ppo_norm_reward": "divide rewards by the running standard deviation of the discounted return, clipped to "
-                       "+-10 (VecNormalize's rule), for learning only: reported returns stay raw; default: on for "
-                       "continuous actions without a preset",
-    "kickstart_teacher": "kickstarting: a behaviour (a name the env offers, `prospector envs`, or "
-                         "package.module:callable mapping a batch of observations to actions) whose actions the "
-                         "policy is also trained to match; 'none' switches a preset's teacher off",
-    "kickstart_steps": "env steps over which the kickstarting coefficient decays linearly to 0",
-    "kickstart_warmup_steps": "the first env steps are played by the teacher, and the policy learns by cloning "
-                              "it (no policy gradient); its windows' returns are the teacher's",
-    "kickstart_rollin_steps": "while the teacher is on, it plays the first U{0..N} decisions of every training "
-                              "episode (a fresh draw each), so the policy also learns from late-game states; those "
-                              "decisions train the critic and the distillation term, never the policy gradient",
-    "kickstart_rollin_prob": "the share of episodes that get a roll-in (the others start with the policy)",
-    "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
-    "wait_for_resources_s": "seconds the env runners, then the learner, may take to be placed and started "
-                            "(a process imports torch and builds its env); past that the run fails naming "
-                            "the resources it needs (default: 300)",
-    "policy": "mlp (actor and critic MLPs), a policy the env offers (`prospector envs`), or "
-              "package.module:factory, called as factory(env, **kwargs) the PufferLib way (pufferlib.models:Default "
-              "works); --policy-arch is another name for this flag",
-    "policy_kwargs": "JSON object of keyword arguments for the policy's factory, e.g. '{\"hidden_size\": 128}'",
-    "policy_hidden": "hidden sizes, comma-separated: the policy factory's `hidden` argument when it has one and "
-                     "--policy-kwargs does not set it",
-    "policy_prior": "residual policy (Discrete actions): a behaviour (a name the env offers, `prospector envs`, "
-                    "or package.module:callable mapping a batch of observations to actions) whose "
-                    "action gets --policy-prior-logit added to its logit, so the policy starts as a softened copy "
-                    "and PPO learns where to depart from it; 'none' switches a preset's prior off",
-    "policy_prior_logit": "the logit added to the prior's action (default: 5, or the env's preset)",
-    "learner_device": "auto picks CUDA when the cluster has a GPU",
-    "learner_precision": "bfloat16 runs the PPO update's matmuls under autocast (losses and Adam stay float32); "
-                         "auto = bfloat16 where the learner's hardware has it natively",
-    "learner_resource": "custom Ray resource the learner must run on (e.g. 'learner')",
-}
-
-
-def add_train_args(parser: argparse.ArgumentParser) -> None:
-    """Every TrainConfig field as a flag. Defaults are None so presets can fill the gaps."""
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "eval_policy_deterministic":
-            group = parser.add_mutually_exclusive_group()
-            group.add_argument("--eval-policy-deterministic", dest=f.name, action="store_true", default=None)
-            group.add_argument("--eval-policy-stochastic", dest=f.name, action="store_false", default=None)
-            continue
-        if f.name in ("ppo_anneal_lr", "ppo_norm_adv", "ppo_norm_obs", "ppo_norm_reward", "async_rollouts"):
-            parser.add_argument(flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-            continue
-        if f.name in _BOOL_FLAGS:
-            parser.add_argument(flag(f.name), dest=f.name, action="store_true", default=None)
-            continue
-        kind = {int: int, float: float}.get(type(f.default), str)
-        if f.name in ("eval_max_steps_per_episode", "env_time_max"):
-            kind = int
-        choices = CHOICES.get(f.name)
-        hidden = f.name in _HIDDEN
-        aliases = ("--policy-arch",) if f.name == "policy" else ()  # its name until the policy plug-ins
-        parser.add_argument(
-            flag(f.name), *aliases, dest=f.name, type=kind, default=None, choices=choices,
-            metavar=None if choices else f.name.split("_")[-1].upper(),
-            help=argparse.SUPPRESS if hidden else _HELP.get(f.name, f"default: {f.default}"),
-        )
-
-
-def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None) -> TrainConfig:
-    """Explicit flags win over the base (a resumed run's config or nothing), then the env preset."""
+def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None, file: dict | None = None) -> TrainConfig:
+    """Explicit flags win over a config file's settings (``file``, flat), then the base (a resumed
+    run's config) or else the env's preset or its action space's defaults."""
     given = {k: v for k, v in (vars(ns) if isinstance(ns, argparse.Namespace) else ns).items() if v is not None}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in given.items() if k in names}
+    given = {k: v for k, v in {**(file or {}), **given}.items() if k in names}
     values = dict(base or {})
     env = given.get("env", values.get("env", TrainConfig.env))
     if base is None:  # a resumed run's config is already resolved

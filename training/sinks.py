@@ -1,4 +1,5 @@
-"""Where window rows and checkpoints go besides the run store: windows.jsonl and Weights & Biases.
+"""Where window rows and checkpoints go besides the run store: windows.jsonl, Weights & Biases,
+TensorBoard.
 
 Every sink has the same four methods (log_window, log_checkpoint, log_replay, finish) so the
 driver can hold a list or a MultiSink and not care which are enabled.
@@ -67,7 +68,8 @@ class WandbSink:
     """
 
     def __init__(self, mode: str, project: str, run_id: str, config: dict | None,
-                 run_dir: str | os.PathLike, *, entity: str | None = None) -> None:
+                 run_dir: str | os.PathLike, *, entity: str | None = None, group: str | None = None,
+                 tags: list[str] | None = None) -> None:
         if mode not in WANDB_MODES:
             raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
         self.mode = mode
@@ -83,8 +85,8 @@ class WandbSink:
 
         self._wandb = wandb
         self._run_dir.mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(project=project, entity=entity, name=run_id, id=self._name,
-                               config=dict(config or {}), mode=mode, dir=str(run_dir),
+        self._run = wandb.init(project=project, entity=entity, group=group, tags=tags or None, name=run_id,
+                               id=self._name, config=dict(config or {}), mode=mode, dir=str(run_dir),
                                resume="allow")
 
     @property
@@ -146,6 +148,34 @@ class WandbSink:
                 log.warning("W&B finish failed (%s: %s)", type(exc).__name__, exc)
 
 
+class TensorBoardSink:
+    """Every window row's numbers as TensorBoard scalars, at step ``env_steps_total``, in
+    ``<run_dir>/tensorboard`` (``tensorboard --logdir runs`` shows every run). tensorboardX writes
+    the event files; it imports torch when torch is installed, so a driver with --tensorboard
+    loads torch (the only setting under which it does)."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"), flush_secs=30)
+
+    def log_window(self, row: dict) -> None:
+        step = int(row["env_steps_total"])
+        for key, value in _numeric_fields(row).items():
+            if key not in ("window_id", "env_steps_total"):
+                self._writer.add_scalar(key, value, global_step=step)
+        self._writer.flush()
+
+    def log_checkpoint(self, path: str | os.PathLike, window_id: int) -> None:
+        pass
+
+    def log_replay(self, path: str | os.PathLike, window_id: int) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._writer.close()
+
+
 class MultiSink:
     """Fans every call out to several sinks; finish() reaches all of them even if one fails."""
 
@@ -173,3 +203,13 @@ class MultiSink:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+def run_sinks(cfg, run_dir: str | os.PathLike) -> tuple[MultiSink, str | None]:
+    """The sinks a run's settings ask for (W&B in its mode, TensorBoard with --tensorboard), as one
+    MultiSink, and the W&B run's URL when online."""
+    tags = [t.strip() for t in (cfg.wandb_tags or "").split(",") if t.strip()]
+    wandb = WandbSink(cfg.wandb_mode, cfg.wandb_project, cfg.run_id, cfg.to_dict(), str(run_dir),
+                      entity=cfg.wandb_entity, group=cfg.wandb_group, tags=tags)
+    sinks = [wandb, TensorBoardSink(run_dir)] if cfg.tensorboard else [wandb]
+    return MultiSink(sinks), wandb.url

@@ -55,7 +55,8 @@ class EnvPlugin:
     names for ``"pkg.module:attr"`` references (a policy factory ``f(env, **kwargs)``; a
     behaviour ``f(observations) -> actions``, a prior or teacher). ``configure(settings) ->
     settings``: fills and checks the settings this env owns (raise ``training.config.ConfigError``);
-    it runs on every resolved config. ``tools``: a module defining some of ``TOOL_HOOKS``."""
+    it runs on every resolved config. ``tools``: a module defining some of ``TOOL_HOOKS``.
+    ``settings``: TrainConfig fields only this env uses (``train --help`` lists them under its name)."""
 
     name: str
     env: str
@@ -64,6 +65,7 @@ class EnvPlugin:
     behaviours: Mapping[str, str] = dataclasses.field(default_factory=dict)
     configure: Callable[[dict], dict] | None = None
     tools: str | None = None
+    settings: tuple[str, ...] = ()
 
 
 @functools.cache
