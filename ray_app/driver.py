@@ -52,6 +52,7 @@ class RunState:
     stop_signals: list = field(default_factory=list)
     exit_on_second_signal: bool = True  # the CLI's; a notebook's kernel must survive it
     on_window: Callable[[dict], object] | None = None  # the API's per-window callback
+    window_state: dict | None = None  # a resumed run's open window (WindowAggregator.state_dict)
 
 
 def describe(e: BaseException) -> str:
@@ -214,9 +215,10 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
             learner.share_cores.remote(beside)
         if resume:
             checkpoint_path, checkpoint, kept_rows = store.prepare_resume()
-            state.window_id, state.env_steps, state.episodes = -1, 0, 0
+            state.window_id, state.env_steps, state.episodes, state.window_state = -1, 0, 0, None
             exact = False
             if checkpoint is not None:
+                state.window_state = checkpoint.get("window_state")  # older checkpoints: none
                 state.window_id = checkpoint["window_id"]
                 state.env_steps = checkpoint["env_steps_total"]
                 state.episodes = checkpoint["episodes_total"]
@@ -260,7 +262,8 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
 
     weights = learner.get_weights.remote() if learner else None
     version = 0
-    in_flight = pool.submit(weights, version, spec, teach()) if state.env_steps < cfg.total_env_steps else None
+    in_flight = (pool.submit(weights, version, spec, teach(), _round_steps(cfg, state.env_steps))
+                 if state.env_steps < cfg.total_env_steps else None)
     while in_flight is not None:
         round_start = time.time()
         # sample: every runner's rollout of this round
@@ -270,7 +273,8 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         steps = sum(summary["env_steps"] for summary in summaries)
         more = state.env_steps + steps < cfg.total_env_steps and not state.stop_signals
         # overlapped mode: the next round starts now, with the weights the learner is about to replace
-        in_flight = pool.submit(weights, version, spec, teach()) if overlap and more else None
+        in_flight = (pool.submit(weights, version, spec, teach(), _round_steps(cfg, state.env_steps + steps))
+                     if overlap and more else None)
         # learn: rollouts go runner -> learner by reference; new weights come back as one object
         losses, lag = None, None
         if learner is not None:
@@ -285,8 +289,14 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         recorder.record(summaries, losses, lag, weights, sampled - round_start, learned - sampled,
                         time.time() - round_start)
         if more and not overlap and not state.stop_signals:  # only now: a checkpoint above must see the runners between rounds
-            in_flight = pool.submit(weights, version, spec, teach())
+            in_flight = pool.submit(weights, version, spec, teach(), _round_steps(cfg, state.env_steps))
     return recorder.finish(stopped=bool(state.stop_signals))
+
+
+def _round_steps(cfg: TrainConfig, done: int) -> int:
+    """Vector steps of the next round: the configured length, or fewer for the last round, which
+    stops at the vector step where the run reaches --total-env-steps."""
+    return min(cfg.ppo_rollout_steps, -(-(cfg.total_env_steps - done) // cfg.ppo_num_envs))
 
 
 def _learner_ready(learner, cfg) -> dict:

@@ -67,6 +67,8 @@ class RunRecorder:
         self.restarts_before = meta.get("runner_restarts", 0)
         self.agg = WindowAggregator(cfg.run_id, cfg.window_env_steps, start_window_id=state.window_id + 1,
                                     start_env_steps=state.env_steps)
+        if state.window_state is not None:  # resumed: the open window as the checkpoint left it
+            self.agg.load_state_dict(state.window_state)
         self.status_line = StatusLine(cfg.total_env_steps)
         self.weights = None  # the newest weights, for the replays of the next checkpoint
 
@@ -77,12 +79,17 @@ class RunRecorder:
         steps = sum(s["env_steps"] for s in summaries)
         self.state.env_steps += steps
         self.state.episodes += len(episodes)
+        step_rewards = [sum(per_runner) for per_runner in zip(*(s["step_rewards"] for s in summaries))]
         rows = self.agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses, round_s,
-                                  extra=extra_metrics(lag, losses, wait_sample_s, wait_learn_s))
+                                  extra=extra_metrics(lag, losses, wait_sample_s, wait_learn_s),
+                                  step_rewards=step_rewards)
+        due = False
         for row in rows:
             self._write_window(row)
-            if (self.state.window_id + 1) % self.cfg.checkpoint_every_windows == 0:
-                self._checkpoint()
+            due = due or (self.state.window_id + 1) % self.cfg.checkpoint_every_windows == 0
+            self.store.write_metadata(self.meta)
+        if due:  # once per round, after its last window: the state is the round's end
+            self._checkpoint()
             self.store.write_metadata(self.meta)
         if self.replays.pending:
             self.meta = self.replays.collect(self.meta, self.sink)
@@ -125,7 +132,7 @@ class RunRecorder:
         state = self.state
         header = dict(format_version=CHECKPOINT_FORMAT_VERSION, window_id=state.window_id,
                       env_steps_total=state.env_steps, episodes_total=state.episodes, config=self.cfg.to_dict(),
-                      policy_spec=self.policy_spec)
+                      policy_spec=self.policy_spec, window_state=self.agg.state_dict())
         path = self.store.save_checkpoint(state.window_id, self.encode(header))
         state.last_checkpoint_window = state.window_id
         self.sink.log_checkpoint(str(self.store.run_dir / path), state.window_id)

@@ -7,6 +7,7 @@ driver's process stays free of both (README, "Layout").
 
 from __future__ import annotations
 
+import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
@@ -62,9 +63,13 @@ class EnvRunner:
         return ray.get_runtime_context().get_node_id()
 
     @ray.method(num_returns=2)
-    def collect(self, weights: dict | None, version: int, policy_spec: dict | None, teach: bool | str = False):
-        """One rollout with weights ``version``. Returns (arrays for the learner, small summary for
-        the driver); the random backend sends no arrays at all."""
+    def collect(self, weights: dict | None, version: int, policy_spec: dict | None, teach: bool | str = False,
+                steps: int | None = None):
+        """One rollout of ``steps`` vector steps (default: --ppo-rollout-steps) with weights
+        ``version``. Returns (arrays for the learner, small summary for the driver); the random
+        backend sends no arrays at all. The summary's ``step_rewards`` (the valid rewards summed
+        per vector step) and each episode's ``_step`` let the driver close windows at the vector
+        step where they end."""
         self.calls += 1
         maybe_die(self.faults, "runner", self.index, self.calls, self.incarnation)
         if self.learns and version != self.version:
@@ -75,12 +80,14 @@ class EnvRunner:
                 self.collector.policy = build_agent(policy_spec, EnvInfo.of(self.env))
             set_weights(self.collector.policy, weights)
             self.version = version
-        batch, episodes = self.collector.collect(teach=teach)
+        batch, episodes = self.collector.collect(teach=teach, steps=steps)
+        step_rewards = np.where(batch["valid"], batch["rewards"], 0.0).sum(axis=1, dtype=np.float64)
         summary = dict(
             runner=self.index,
             policy_version=self.version,
             env_steps=int(batch["rewards"].size),
-            reward_sum=float(batch["rewards"][batch["valid"]].sum()),
+            reward_sum=float(step_rewards.sum()),
+            step_rewards=step_rewards.tolist(),
             episodes=episodes,
         )
         return (batch if self.learns else None), summary

@@ -64,9 +64,11 @@ class RunnerPool:
         self.incarnations[index] += 1
         self.runners[index] = self._start(index)
 
-    def submit(self, weights, version: int, policy_spec: dict | None, teach: bool | str = False) -> dict:
-        """Start one rollout on every runner; returns the in-flight round for ``gather``."""
-        args = (weights, version, policy_spec, teach)
+    def submit(self, weights, version: int, policy_spec: dict | None, teach: bool | str = False,
+               steps: int | None = None) -> dict:
+        """Start one rollout of ``steps`` vector steps (default: the configured length) on every
+        runner; returns the in-flight round for ``gather``."""
+        args = (weights, version, policy_spec, teach, steps)
         calls = {i: r.collect.remote(*args) for i, r in enumerate(self.runners)}
         return dict(calls=calls, args=args)
 

@@ -274,10 +274,10 @@ def test_minibatch_indices_cover_each_index_once():
     assert not np.array_equal(np.concatenate(mbs), again)  # fresh permutation per call
 
 
-def test_minibatch_indices_errors():
+def test_minibatch_indices_errors_and_uneven_last_rounds():
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="not divisible"):
-        minibatch_indices(10, 3, rng)
+    uneven = minibatch_indices(10, 3, rng)  # a shortened last round: parts differ by one row at most
+    assert [len(m) for m in uneven] == [4, 3, 3] and sorted(np.concatenate(uneven).tolist()) == list(range(10))
     with pytest.raises(ValueError, match="empty"):
         minibatch_indices(2, 4, rng)
     with pytest.raises(ValueError, match="empty"):

@@ -177,8 +177,9 @@ RESUMED_RUNS = {
     # the game with kickstarting and roll-ins (teacher state, roll-in draws)
     "prospector": ["--env", "prospector", "--env-time-max", "300", "--kickstart-teacher", "cautious_scanner",
                    "--kickstart-steps", "2048", "--kickstart-rollin-steps", "200", "--kickstart-rollin-prob", "0.5"],
-    # continuous defaults: observation statistics in the weights, the reward scaler in the learner
-    "continuous": ["--env", "training.envs.examples:reach"],
+    # continuous defaults: observation statistics in the weights, the reward scaler in the learner;
+    # windows of 1,000 steps close mid-round (rounds of 512), so the open window is in the checkpoint
+    "continuous": ["--env", "training.envs.examples:reach", "--window-env-steps", "1000"],
 }
 
 
@@ -188,9 +189,9 @@ def test_resume_replays_the_same_windows_as_an_uninterrupted_run(tmp_path, case)
     the losses and returns of the run that was never interrupted."""
     import shutil
 
-    args = [*RESUMED_RUNS[case], "--ppo-num-envs", "8", "--ppo-num-workers", "2",
-            "--ppo-rollout-steps", "64", "--ppo-num-minibatches", "2", "--ppo-update-epochs", "2",
-            "--policy-hidden", "32,32", "--window-env-steps", "1024", "--total-env-steps", "4096", "--seed", "3"]
+    args = ["--ppo-num-envs", "8", "--ppo-num-workers", "2", "--ppo-rollout-steps", "64", "--ppo-num-minibatches", "2",
+            "--ppo-update-epochs", "2", "--policy-hidden", "32,32", "--window-env-steps", "1024",
+            "--total-env-steps", "4096", "--seed", "3", *RESUMED_RUNS[case]]
     res = run(*args, "--run-root", str(tmp_path), "--run-id", "a")
     assert res.returncode == 0, res.stderr[-3000:]
     _, uninterrupted = read_run(tmp_path / "a")

@@ -272,3 +272,28 @@ def test_resume_with_a_bad_checkpoint_is_one_line_exit_2_and_changes_nothing(tmp
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], res.stderr
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before, "nothing of the run changed"
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics" / "windows.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, envs", [
+    # the first version's README commands (the game's preset: 256 envs, so to the vector step)
+    (["--trainer-backend", "random", "--total-env-steps", "6000", "--window-env-steps", "2000"], 256),
+    (["--env", "prospector", "--total-env-steps", "20000", "--window-env-steps", "10000",
+      "--policy-hidden", "32,32"], 256),
+    # windows that are a multiple of the envs come out exact; the last round is shortened
+    (["--env", "gym:CartPole-v1", "--ppo-num-envs", "8", "--ppo-num-workers", "1", "--total-env-steps", "6000",
+      "--window-env-steps", "2000"], 8),
+])
+def test_windows_close_at_the_asked_steps_and_the_run_stops_at_its_total(tmp_path, args, envs):
+    res = cli("train", *args, "--run-root", str(tmp_path), "--run-id", "r")
+    assert res.returncode == 0, res.stdout + res.stderr
+    window, total = (int(args[args.index(flag) + 1]) for flag in ("--window-env-steps", "--total-env-steps"))
+    rows = _rows(tmp_path / "r")
+    ends = [-(-(j + 1) * window // envs) * envs for j in range(total // window)]  # first vector step past each
+    assert [r["env_steps_end"] for r in rows] == ends
+    meta = json.loads((tmp_path / "r" / "run_metadata.json").read_text())
+    assert meta["env_steps_total"] == -(-total // envs) * envs  # stopped at the vector step reaching the total

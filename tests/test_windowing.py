@@ -27,16 +27,56 @@ def feed(agg, n, steps=40, **kw):
     return rows
 
 
-def test_windows_round_to_whole_rounds_with_continuous_steps():
+def test_windows_close_at_each_multiple_without_drift():
+    """Rounds of one 40-env vector step, windows of 100: a window closes at the step that reaches
+    100, 200, 300..., so one window holds 120 steps and the next 80, never drifting."""
     agg = WindowAggregator("r", 100)
-    out = [agg.add_round(40, 4.0, [], None, 1.0) for _ in range(7)]
-    assert [len(o) for o in out] == [0, 0, 1, 0, 0, 1, 0]
-    w0, w1 = out[2][0], out[5][0]
+    out = [agg.add_round(40, 4.0, [], None, 1.0) for _ in range(8)]
+    assert [len(o) for o in out] == [0, 0, 1, 0, 1, 0, 0, 1]
+    w0, w1, w2 = out[2][0], out[4][0], out[7][0]
     assert (w0["window_id"], w0["env_steps_start"], w0["env_steps_end"]) == (0, 0, 120)
-    assert (w1["window_id"], w1["env_steps_start"], w1["env_steps_end"]) == (1, 120, 240)
-    assert w0["env_steps_in_window"] == w1["env_steps_in_window"] == 120
-    assert w1["env_steps_total"] == 240 and w0["window_complete"] is True
-    assert agg.pending_env_steps == 40 and agg.env_steps_total == 280 and agg.next_window_id == 2
+    assert (w1["window_id"], w1["env_steps_start"], w1["env_steps_end"]) == (1, 120, 200)
+    assert (w2["env_steps_start"], w2["env_steps_end"]) == (200, 320)
+    assert w1["env_steps_total"] == 200 and w0["window_complete"] is True
+    assert agg.pending_env_steps == 0 and agg.env_steps_total == 320 and agg.next_window_id == 3
+
+
+def test_windows_close_mid_round_at_the_vector_step_and_attribute_what_happened_there():
+    """Rounds of 10 vector steps of 8 envs (80 steps), windows of 100: windows close at the vector
+    steps reaching 104, 200 and 304. Rewards and episodes go to the window of their vector step,
+    a round's losses to the window holding its last step."""
+    agg = WindowAggregator("r", 100)
+    rounds = []
+    for r in range(4):
+        episodes = [dict(ep(float(10 * r + t), 5), _step=t) for t in (2, 3)]
+        rounds.append(agg.add_round(80, 10.0, episodes, {"policy_loss": float(r)}, 1.0,
+                                    step_rewards=[1.0] * 10))
+    assert [len(rows) for rows in rounds] == [0, 1, 1, 1]
+    w0, w1, w2 = (rows[0] for rows in rounds[1:])
+    assert [(w["env_steps_start"], w["env_steps_end"]) for w in (w0, w1, w2)] == [(0, 104), (104, 200), (200, 304)]
+    assert [w["reward_sum"] for w in (w0, w1, w2)] == [13.0, 12.0, 13.0]
+    # round 1's vector steps 11..20: t=2 is step 13 (total 104, closing window 0), t=3 is window 1's
+    assert w0["episodes_completed"] == 3 and w0["return_mean"] == pytest.approx((2 + 3 + 12) / 3)
+    assert w1["episodes_completed"] == 3 and w1["return_mean"] == pytest.approx((13 + 22 + 23) / 3)
+    # round 0 ends at 80 (window 0), round 1 at 160 (window 1), round 2 at 240 (window 2)
+    assert (w0["policy_loss"], w1["policy_loss"], w2["policy_loss"]) == (0.0, 1.0, 2.0)
+    assert agg.pending_env_steps == 16 and agg.env_steps_total == 320
+
+
+def test_state_dict_continues_the_open_window_exactly():
+    def run(split):
+        agg = WindowAggregator("r", 100, clock=lambda: 0.0)
+        rows = []
+        for r in range(6):
+            if r == split:
+                state = agg.state_dict()
+                agg = WindowAggregator("r", 100, start_window_id=99, start_env_steps=99, clock=lambda: 0.0)
+                agg.load_state_dict(state)
+            rows += agg.add_round(80, 10.0, [dict(ep(float(r), 5), _step=r, score=r)], {"policy_loss": r}, 1.0,
+                                  step_rewards=[1.0] * 10, extra={"policy_lag": r})
+        return rows
+
+    assert run(split=None) == run(split=3)
 
 
 def test_ids_and_steps_continue_from_resume_point():

@@ -223,6 +223,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "--window-env-steps",
             f"{cfg.window_env_steps} is larger than the whole run (--total-env-steps {cfg.total_env_steps})",
         )
+    if cfg.window_env_steps < cfg.ppo_num_envs:
+        raise ConfigError("--window-env-steps", f"{cfg.window_env_steps} is less than one vector step (one decision "
+                                                f"of each of the {cfg.ppo_num_envs} envs, --ppo-num-envs)")
     if cfg.ppo_num_envs % cfg.ppo_num_workers:
         raise ConfigError(
             "--ppo-num-envs",

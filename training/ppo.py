@@ -95,16 +95,15 @@ def compute_vtrace(rewards, values, terminals, truncations, valid, bootstrap_val
 
 def minibatch_indices(batch_size: int, num_minibatches: int,
                       generator: np.random.Generator) -> list[np.ndarray]:
-    """A fresh permutation of range(batch_size) split into num_minibatches equal parts."""
+    """A fresh permutation of range(batch_size) split into num_minibatches parts, equal when they
+    divide it (the configuration checks that full rounds do); a run's shortened last round may
+    give parts that differ by one row."""
     if num_minibatches <= 0:
         raise ValueError(f"num_minibatches must be positive, got {num_minibatches}")
     if batch_size < num_minibatches:
         raise ValueError(f"batch_size {batch_size} < num_minibatches {num_minibatches}: "
                          "a minibatch would be empty")
-    if batch_size % num_minibatches != 0:
-        raise ValueError(f"batch_size {batch_size} is not divisible by num_minibatches "
-                         f"{num_minibatches}; pick sizes so every minibatch has the same size")
-    return np.split(generator.permutation(batch_size), num_minibatches)
+    return np.array_split(generator.permutation(batch_size), num_minibatches)
 
 
 def env_column_minibatches(T: int, N: int, num_minibatches: int,

@@ -108,14 +108,16 @@ class RolloutCollector:
         return value.numpy().astype(np.float32).reshape(-1)
 
     # ---------------------------------------------------------------- collect
-    def collect(self, teach: bool | str = False) -> tuple[dict, list[dict]]:
+    def collect(self, teach: bool | str = False, steps: int | None = None) -> tuple[dict, list[dict]]:
         """Returns (batch of (T, N, ...) arrays, finished episodes' metrics). With ``teach``, the
         teacher's actions on the same observations come back as ``teacher_actions``; with
         ``teach="drive"`` the teacher also plays them (they are the recorded ``actions``, and the
         batch is marked ``driven``): the kickstarting warm-up clones the teacher on its own states.
         With roll-ins (``rollin_max``) and ``teach``, the steps the teacher played are marked in
-        ``teacher_played`` (T, N); their recorded log-prob is 0, the deterministic teacher's own."""
-        T, N = self.rollout_steps, self.num_envs
+        ``teacher_played`` (T, N); their recorded log-prob is 0, the deterministic teacher's own.
+        ``steps``: this rollout's length when not ``rollout_steps`` (a run's shortened last round).
+        Each finished episode's dict carries ``_step``, the step of the rollout it ended at."""
+        T, N = steps or self.rollout_steps, self.num_envs
         obs_buf = np.empty((T, N, *self.obs_space.shape), dtype=self.obs.dtype)
         act_shape = self._act_shape
         act_dtype = np.float32 if isinstance(self.act_space, spaces.Box) else np.int64
@@ -237,7 +239,7 @@ class RolloutCollector:
             ep = {k: float(v) for k, v in by_env.get(int(i), {}).items()
                   if k != "env_index" and isinstance(v, (int, float, np.number))}
             ep.update(episode_return=float(self.ep_return[i]), episode_length=int(self.ep_length[i]),
-                      terminated=int(term[i]), truncated=int(trunc[i] and not term[i]))
+                      terminated=int(term[i]), truncated=int(trunc[i] and not term[i]), _step=int(t))
             if self.rollin_max:
                 ep["teacher_decisions"] = int(self.ep_teacher[i])
             episodes.append(ep)

@@ -84,17 +84,19 @@ class _Window:
 class WindowAggregator:
     """Accumulates rounds and emits one row per window.
 
-    Window policy: windows are rounded to whole rounds. A window closes at the end of the
-    first round at which its step count reaches ``window_env_steps``; the whole of that round,
-    including steps past the nominal boundary, belongs to the closing window and the next
-    window starts at the following round. So ``env_steps_in_window`` (the truth) is
-    ``>= window_env_steps`` and each window's ``env_steps_start`` equals the previous window's
-    ``env_steps_end``. A round never closes more than one window, however large it is.
+    Window policy: window j closes at the vector step where the run's step count reaches
+    (j + 1) x ``window_env_steps`` (a vector step adds one decision of every env, so a window
+    holds whole vector steps: exactly ``window_env_steps`` when that is a multiple of the envs,
+    within one vector step of it otherwise, and the boundaries never drift). A round's rewards and
+    episodes go to the window of the vector step they happened at; its losses and per-round
+    ``extra`` scalars to the window holding its last step, where its update lands. A vector step
+    that passes several multiples closes one window. Each window's ``env_steps_start`` equals the
+    previous window's ``env_steps_end``.
 
-    ``sps`` is ``env_steps_in_window`` over the summed ``wall_time_s`` of the window's rounds
-    (pass each round's full wall time, overhead included, to get end-to-end throughput);
-    ``wall_time_s`` in a row is seconds on ``clock`` since this aggregator was created, i.e.
-    since the run (or the resumed run) started.
+    ``sps`` is ``env_steps_in_window`` over the wall time of the window's steps (each round's
+    wall time, overhead included, split evenly over its vector steps); ``wall_time_s`` in a row
+    is seconds on ``clock`` since this aggregator was created, i.e. since the run (or the resumed
+    run) started. ``state_dict`` holds the open window, so a resume continues it exactly.
     """
 
     def __init__(self, run_id: str, window_env_steps: int, start_window_id: int = 0,
@@ -134,33 +136,77 @@ class WindowAggregator:
     def pending_env_steps(self) -> int:
         return self._win.env_steps
 
+    def state_dict(self) -> dict:
+        """The open window and the column keys seen (plain Python values, for a checkpoint)."""
+        w = dict(vars(self._win))
+        for acc in ("episode_acc", "learner_acc", "extra_acc"):
+            w[acc] = {"sums": dict(w[acc].sums), "counts": dict(w[acc].counts)}
+        return dict(window=w, next_window_id=self._next_window_id, env_steps_total=self._env_steps_total,
+                    episode_keys=list(self._episode_keys), extra_keys=list(self._extra_keys))
+
+    def load_state_dict(self, state: dict) -> None:
+        self._next_window_id = int(state["next_window_id"])
+        self._env_steps_total = int(state["env_steps_total"])
+        self._episode_keys = dict.fromkeys(state["episode_keys"])
+        self._extra_keys = dict.fromkeys(state["extra_keys"])
+        w = _Window(0)
+        for key, value in state["window"].items():
+            if key.endswith("_acc"):
+                acc = _MeanAcc()
+                acc.sums, acc.counts = dict(value["sums"]), dict(value["counts"])
+                value = acc
+            setattr(w, key, value)
+        self._win = w
+
     # -- input ---------------------------------------------------------------------------------
     def add_round(self, env_steps: int, reward_sum: float, episodes: list[dict],
                   learner_metrics: dict | None, wall_time_s: float, *,
-                  extra: dict | None = None) -> list[dict]:
-        """Add one collection round; return the rows of windows it closed (0 or 1).
+                  extra: dict | None = None, step_rewards: list[float] | None = None) -> list[dict]:
+        """Add one collection round; return the rows of the windows it closed, in order.
 
-        ``episodes``: one dict per episode that ended in this round (``episode_return``,
-        ``episode_length``, ``terminated``, ``truncated`` and env-specific numeric metrics).
-        ``learner_metrics``: the update's losses (keys of LOSS_KEYS) and ``learning_rate``;
-        None when no update ran (random backend). ``extra``: other per-round scalars (e.g.
-        ``policy_lag``), averaged over the window's rounds under their own names.
+        ``step_rewards``: the round's reward sum per vector step (``env_steps`` must divide into
+        them); without it the round counts as one vector step of ``reward_sum``. ``episodes``: one
+        dict per episode that ended in this round (``episode_return``, ``episode_length``,
+        ``terminated``, ``truncated``, env-specific numeric metrics, and ``_step``, the vector step
+        it ended at; default the last). ``learner_metrics``: the update's losses (keys of
+        LOSS_KEYS) and ``learning_rate``; None when no update ran (random backend). ``extra``:
+        other per-round scalars (e.g. ``policy_lag``), averaged over the window's rounds under
+        their own names.
         """
         env_steps = int(env_steps)
         if env_steps < 0:
             raise ValueError(f"env_steps must be >= 0, got {env_steps}")
-        w = self._win
-        w.rounds += 1
-        w.env_steps += env_steps
-        self._env_steps_total += env_steps
-        w.wall_s += max(0.0, float(wall_time_s))
-        r = _number(reward_sum)
-        if r is None:
-            w.reward_nonfinite = True  # one NaN reward poisons the window's sum: report None
-        else:
-            w.reward_sum += r
+        step_rewards = [reward_sum] if step_rewards is None else list(step_rewards)
+        T = len(step_rewards)
+        if T == 0 or env_steps % T:
+            raise ValueError(f"{env_steps} env steps do not split into {T} vector steps")
+        per_step = env_steps // T
+        ended_at: dict[int, list[dict]] = {}
         for ep in episodes or ():
-            self._add_episode(w, ep)
+            ep = dict(ep)
+            ended_at.setdefault(min(int(ep.pop("_step", T - 1)), T - 1), []).append(ep)
+        rows = []
+        for t in range(T):
+            w = self._win
+            w.env_steps += per_step
+            self._env_steps_total += per_step
+            w.wall_s += max(0.0, float(wall_time_s)) / T
+            r = _number(step_rewards[t])
+            if r is None:
+                w.reward_nonfinite = True  # one NaN reward poisons the window's sum: report None
+            else:
+                w.reward_sum += r
+            for ep in ended_at.get(t, ()):
+                self._add_episode(w, ep)
+            if t == T - 1:
+                self._add_update(w, learner_metrics, extra)
+            # the next multiple of the window size after the window's start: never drifts
+            if self._env_steps_total >= (w.env_steps_start // self.window_env_steps + 1) * self.window_env_steps:
+                rows.append(self._close(complete=True))
+        return rows
+
+    def _add_update(self, w: _Window, learner_metrics: dict | None, extra: dict | None) -> None:
+        w.rounds += 1
         if learner_metrics:
             for key in LOSS_KEYS:
                 w.learner_acc.add(key, learner_metrics.get(key))
@@ -172,9 +218,6 @@ class WindowAggregator:
                 raise ValueError(f"extra key {key!r} collides with a window row field")
             self._extra_keys.setdefault(key, None)
             w.extra_acc.add(key, value)
-        if w.env_steps >= self.window_env_steps:
-            return [self._close(complete=True)]
-        return []
 
     def _add_episode(self, w: _Window, ep: dict) -> None:
         w.episodes += 1
@@ -193,8 +236,8 @@ class WindowAggregator:
             w.episode_acc.add(key, value)
 
     def flush_partial(self) -> dict | None:
-        """Close the open window early (``window_complete`` False); None if no round was added."""
-        if self._win.rounds == 0:
+        """Close the open window early (``window_complete`` False); None if it has no step."""
+        if self._win.env_steps == 0:
             return None
         return self._close(complete=False)
 
