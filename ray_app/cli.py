@@ -40,6 +40,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                        "its action space), then --config, then the flags; --print-config shows "
                                        "the result.")
     add_train_args(train, argv)
+    sweep = sub.add_parser("sweep", help="hyperparameter search on Ray Tune (ASHA): every trial a full training run",
+                           description="Search the [space] of a sweep file (ray_app/sweep.py documents it) with "
+                                       "Ray Tune and ASHA early stopping; print a table of the trials and write "
+                                       "the best trial's settings as a --config file.")
+    sweep.add_argument("--config", required=True, metavar="FILE", help="the sweep file (TOML, YAML or JSON)")
+    sweep.add_argument("--resume", action="store_true", help="continue the sweep after its driver was stopped")
+    sweep.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded Ray)")
     add_tool_parsers(sub)  # eval, plot, replay, envs
     return parser
 
@@ -77,6 +84,15 @@ def run_train(ns: argparse.Namespace) -> int:
     return 0 if meta["status"] == "completed" else 130
 
 
+def run_sweep_command(ns: argparse.Namespace) -> int:
+    from ray_app.sweep import run_sweep  # imports Ray Tune
+
+    table, best = run_sweep(ns.config, resume=ns.resume, address=ns.address)
+    print(table)
+    print(f"best settings: {best} (train with: prospector train --config {best})")
+    return 0
+
+
 def _exit_interrupted(signum, frame):
     print("\ninterrupted", file=sys.stderr, flush=True)
     os._exit(130)
@@ -87,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         ns = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
         if ns.command == "train":
             return run_train(ns)
+        if ns.command == "sweep":
+            return run_sweep_command(ns)
         return run_tool(ns)
     except _user_errors() as e:
         cause = getattr(e, "cause", None)  # Ray wraps errors raised inside actors

@@ -105,7 +105,9 @@ def runner_options(cfg: TrainConfig, index: int, pg=None) -> dict:
 
 
 def learner_options(cfg: TrainConfig, device: str) -> dict:
-    opts: dict = dict(num_cpus=cfg.learner_num_cpus)
+    # an explicit strategy: a run started inside a placement group (a Ray Tune trial's) must not
+    # have its learner captured into that group, whose bundles hold only the trial's own process
+    opts: dict = dict(num_cpus=cfg.learner_num_cpus, scheduling_strategy="DEFAULT")
     if device == "cuda":
         opts["num_gpus"] = 1
     if cfg.learner_resource:

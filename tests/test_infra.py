@@ -206,8 +206,8 @@ def test_dockerfile_ray_version_equals_pyproject_pin():
     args = [a for instr, a in dockerfile_instructions() if instr == "ARG"]
     assert f"RAY_VERSION={pin}" in args
     runs = " ".join(a for instr, a in dockerfile_instructions() if instr == "RUN")
-    assert '"ray[default]==${RAY_VERSION}"' in runs
-    assert not re.search(r"ray(\[default\])?==(?!\$\{RAY_VERSION\})", runs)  # no second, stray pin
+    assert '"ray[default,tune]==${RAY_VERSION}"' in runs
+    assert not re.search(r"ray(\[[a-z,]+\])?==(?!\$\{RAY_VERSION\})", runs)  # no second, stray pin
 
 
 def test_dockerfile_keeps_image_torch_and_installs_project_without_deps():

@@ -62,18 +62,27 @@ def _parse_file(path: Path) -> dict:
     raise ConfigError("--config", f"{path}: expected a .toml, .yaml, .yml or .json file")
 
 
-def load_config_file(path: str | Path) -> dict:
-    """The settings a config file gives, flat, by field name. Unknown sections and keys, and keys in
-    another section than theirs, are errors naming the file and the key."""
+def parse_config_file(path: str | Path) -> dict:
+    """The file's content as parsed (sections as nested tables), or ConfigError naming the file."""
     path = Path(path)
     try:
-        data = _parse_file(path)
+        return _parse_file(path)
     except ConfigError:
         raise
     except FileNotFoundError:
         raise ConfigError("--config", f"{path}: no such file") from None
     except Exception as e:  # a syntax error of the format
         raise ConfigError("--config", f"{path}: not valid {path.suffix[1:].upper()} ({e})") from None
+
+
+def load_config_file(path: str | Path) -> dict:
+    """The settings a config file gives, flat, by field name. Unknown sections and keys, and keys in
+    another section than theirs, are errors naming the file and the key."""
+    return settings_from_mapping(parse_config_file(path), Path(path))
+
+
+def settings_from_mapping(data, path: Path) -> dict:
+    """``load_config_file`` for an already parsed file (``path`` names it in errors)."""
     if not isinstance(data, dict):
         raise ConfigError("--config", f"{path}: expected a table of settings, got {type(data).__name__}")
     values: dict = {}
