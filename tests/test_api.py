@@ -2,7 +2,6 @@
 windows and its policy back, a per-window callback, a clean stop on interrupt."""
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap

@@ -184,9 +184,10 @@ def test_seed_cli_random_backend_and_env_failure(tmp_path):
     meta = json.loads((tmp_path / "seed" / "run_metadata.json").read_text())
     assert meta["status"] == "completed" and meta["trainer_backend"] == "random"
     rows = [json.loads(x) for x in (tmp_path / "seed" / "metrics" / "windows.jsonl").read_text().splitlines()]
-    # rounds of 8 x 128 = 1024 steps: 6000 steps take 6 whole rounds (6144), in windows of 2048
-    assert [r["env_steps_in_window"] for r in rows] == [2048, 2048, 2048]
-    assert meta["env_steps_total"] == 6144
+    # the first version's artifacts: three windows of 2,000 (250 vector steps of 8 envs, closing
+    # mid-round), and a run that stops at 6,000 (its sixth round shortened to 880 steps)
+    assert [r["env_steps_in_window"] for r in rows] == [2000, 2000, 2000]
+    assert meta["env_steps_total"] == 6000
     assert rows[0]["policy_loss"] is None
     assert (tmp_path / "seed" / "checkpoints" / "ckpt_000002.pt").exists()
     assert "prospector eval" not in res.stdout  # a random-backend checkpoint holds no policy to evaluate
