@@ -94,9 +94,9 @@ def _trial(params: dict, base: dict, sweep_name: str) -> None:
     cfg = config_from_args({**base, **params, "run_id": f"{sweep_name}-{tune.get_context().get_trial_id()}"})
     run_dir = Path(cfg.run_root) / cfg.run_id
     if run_dir.exists():
-        if RunStore.open(run_dir).list_checkpoints():
-            cfg = config_from_args({"resume": str(run_dir)}, base={**RunStore.open(run_dir).read_config(),
-                                                                   "resume": str(run_dir)})
+        store = RunStore.open(run_dir)
+        if store.list_checkpoints():
+            cfg = config_from_args({"resume": str(run_dir)}, base={**store.read_config(), "resume": str(run_dir)})
         else:  # cut short before its first checkpoint: start again beside it
             cfg.run_id = f"{cfg.run_id}-{sum(1 for _ in run_dir.parent.glob(cfg.run_id + '*'))}"
 

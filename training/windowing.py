@@ -68,7 +68,6 @@ class _Window:
     def __init__(self, env_steps_start: int) -> None:
         self.env_steps_start = env_steps_start
         self.env_steps = 0
-        self.rounds = 0
         self.reward_sum = 0.0
         self.reward_nonfinite = False
         self.wall_s = 0.0
@@ -206,7 +205,6 @@ class WindowAggregator:
         return rows
 
     def _add_update(self, w: _Window, learner_metrics: dict | None, extra: dict | None) -> None:
-        w.rounds += 1
         if learner_metrics:
             for key in LOSS_KEYS:
                 w.learner_acc.add(key, learner_metrics.get(key))
