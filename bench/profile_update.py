@@ -3,6 +3,8 @@
     .venv/bin/python bench/profile_update.py                     # the prospector preset: 256 envs x 64 steps, 4 mb, 4 epochs
     .venv/bin/python bench/profile_update.py --threads 1,2 --precision float32,bfloat16
     .venv/bin/python bench/profile_update.py --env gym:CartPole-v1 --threads 1 --precision float32
+    .venv/bin/python bench/profile_update.py --env training.envs.partial:recall --num-envs 64 \
+        --rollout-steps 64 --lstm-sizes 0,128 --threads 2 --precision float32   # LSTM beside MLP
 
 Each phase is timed by wrapping the function that does it (wall clock, summed over the update):
 advantages (GAE), the policy's forward pass, log-probs and entropy, the PPO losses, backward,
@@ -25,7 +27,7 @@ import torch  # noqa: E402
 import training.learner as learner_mod  # noqa: E402
 import training.ppo as ppo_mod  # noqa: E402
 from training.config import config_from_args  # noqa: E402
-from training.agent import Agent, mlp_agent  # noqa: E402
+from training.agent import Agent  # noqa: E402
 from training.envs.env_info import EnvInfo  # noqa: E402
 from training.envs.registry import make_vecenv  # noqa: E402
 from training.rollout import RolloutCollector  # noqa: E402
@@ -54,17 +56,17 @@ def instrument() -> None:
     torch.nn.utils.clip_grad_norm_ = timed("grad clip", torch.nn.utils.clip_grad_norm_)
 
 
-def profile(args, threads: int, precision: str) -> dict:
+def profile(args, threads: int, precision: str, lstm_size: int) -> dict:
     flags = dict(env=args.env, ppo_num_envs=args.num_envs, ppo_rollout_steps=args.rollout_steps,
                  ppo_num_minibatches=args.minibatches, ppo_update_epochs=args.epochs)
     cfg = config_from_args(dict({k: v for k, v in flags.items() if v is not None}, ppo_num_workers=1,
                                 total_env_steps=10**8, window_env_steps=10**6, kickstart_teacher="none", policy_prior="none",
-                                learner_precision=precision))
+                                learner_precision=precision, policy="mlp", policy_lstm_size=lstm_size))
     torch.set_num_threads(threads)
     env = make_vecenv(cfg.env, cfg.ppo_num_envs, seed=0)
-    policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=cfg.hidden_sizes)
-    batch, _ = RolloutCollector(env, cfg.ppo_rollout_steps, 0, policy=policy).collect()
     learner = learner_mod.PPOLearner(cfg, EnvInfo.of(env))
+    with torch.no_grad():  # the batch a runner of this policy would send (a recurrent one: with states)
+        batch, _ = RolloutCollector(env, cfg.ppo_rollout_steps, 0, policy=learner.policy).collect()
     learner.optimizer.step = timed("Adam step", learner.optimizer.step)
     learner.learn([batch])  # warm-up: allocator, oneDNN kernels
     timers.clear()
@@ -78,6 +80,7 @@ def profile(args, threads: int, precision: str) -> dict:
     out["samples_per_s"] = batch["rewards"].size / total
     out["batch"] = (f"{cfg.ppo_num_envs} x {cfg.ppo_rollout_steps} = {batch['rewards'].size:,} samples, "
                     f"{cfg.ppo_num_minibatches} minibatches x {cfg.ppo_update_epochs} epochs, MLP {cfg.policy_hidden}")
+    out["policy"] = f"LSTM {lstm_size} + MLP" if lstm_size else "MLP"
     env.close()
     return out
 
@@ -93,12 +96,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", default="1,2", help="torch thread counts to try, comma-separated")
     p.add_argument("--precision", default="float32,bfloat16", help="learner precisions to try")
+    p.add_argument("--lstm-sizes", default="0", help="policies to try: 0 = the MLP, H = an LSTM of H units before it")
     args = p.parse_args(argv)
     instrument()
     runs = {}
-    for precision in args.precision.split(","):
-        for threads in (int(t) for t in args.threads.split(",")):
-            runs[f"{precision}, {threads} thr"] = profile(args, threads, precision)
+    for lstm_size in (int(h) for h in args.lstm_sizes.split(",")):
+        for precision in args.precision.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                name = f"{precision}, {threads} thr" + (f", LSTM {lstm_size}" if lstm_size else "")
+                runs[name] = profile(args, threads, precision, lstm_size)
     names = list(runs)
     print(f"{args.env}: PPO update on {runs[names[0]]['batch']}; ms per update (share of the update)\n")
     print("| phase | " + " | ".join(names) + " |")

@@ -29,7 +29,7 @@ from ray_app.recorder import RunRecorder
 from ray_app.replay_tasks import ReplayTracker
 from ray_app.runner import fetch_states
 from ray_app.runner_pool import RunnerKeepsDying, RunnerPool
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.envs.env_spec import check_env_spec
 from training.run_metadata import metadata_finished, metadata_resumed, new_metadata
 from training.run_store import CheckpointError, CheckpointFormatError, RunStore, default_run_id, encode_checkpoint
@@ -205,8 +205,7 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
         state.runner_incarnations = pool.incarnations
         spec = None
         if learner is not None:
-            learner.build.remote(pool.env_info)
-            spec = _learner_ready(learner, cfg)
+            spec = _learner_ready(learner, learner.build.remote(pool.env_info), cfg)
         runner_nodes = pool.node_ids()
         meta.update(runner_nodes=sorted(set(runner_nodes)), learner_device=device,
                     learner_node=ray.get(learner.node_id.remote()) if learner else None)
@@ -299,15 +298,21 @@ def _round_steps(cfg: TrainConfig, done: int) -> int:
     return min(cfg.ppo_rollout_steps, -(-(cfg.total_env_steps - done) // cfg.ppo_num_envs))
 
 
-def _learner_ready(learner, cfg) -> dict:
-    """The learner's policy spec, once it is placed; a learner that cannot be placed (e.g. its
-    node's CPUs are taken by runners) fails the run clearly instead of waiting forever."""
+def _learner_ready(learner, build_ref, cfg) -> dict:
+    """The learner's policy spec, once it is placed and has built the policy; a learner that cannot
+    be placed (e.g. its node's CPUs are taken by runners) fails the run clearly instead of waiting
+    forever, and a policy that cannot be built is a settings error naming the flag."""
     try:
-        return ray.get(learner.policy_spec.remote(), timeout=cfg.wait_for_resources_s)
+        ray.get(build_ref, timeout=cfg.wait_for_resources_s)
     except ray.exceptions.GetTimeoutError:
         where = f" on a node with resource {cfg.learner_resource!r}" if cfg.learner_resource else ""
         raise RuntimeError(f"the learner could not be placed within {cfg.wait_for_resources_s:g}s: it needs "
                            f"{cfg.learner_num_cpus:g} CPUs{where} (--learner-num-cpus)") from None
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, ConfigError):
+            raise e.cause from None
+        raise ConfigError("--policy", f"the policy could not be built ({describe(e)})") from None
+    return ray.get(learner.policy_spec.remote())
 
 
 def _call_learner(ref):

@@ -5,7 +5,8 @@ A run's policy is described by a JSON-serialisable spec, recorded in every check
 
     {"version": 2, "factory": "pkg.module:factory", "kwargs": {...},
      "prior": "pkg.module:callable", "prior_logit": 7.0,     # prior: optional
-     "obs_norm": true}                                       # optional: --ppo-norm-obs
+     "obs_norm": true,                                       # optional: --ppo-norm-obs
+     "lstm_size": 128}                                       # optional: --policy-lstm-size
 
 ``factory(env, **kwargs)`` builds the module (``training.policy`` says what it must offer; ``env``
 is an ``EnvInfo``). A prior is a behaviour, a callable from a batch of observations (NumPy) to
@@ -13,7 +14,10 @@ actions, such as a scripted bot: its action gets ``prior_logit`` added to its lo
 untrained policy is a softened copy of the behaviour and PPO learns where to depart from it (a
 residual policy). The same kind of callable serves as the kickstarting teacher. With ``obs_norm``
 the agent normalises observations (``training.normalization.ObsNormalizer``) before the module
-sees them; its statistics are buffers of the agent, so they go wherever the weights go.
+sees them; its statistics are buffers of the agent, so they go wherever the weights go. With
+``lstm_size`` the factory is called with ``core_size=lstm_size`` (the width its ``decode_actions``
+must read) and the module is wrapped by ``training.recurrent.LSTMWrapper``; a factory may also
+return a recurrent module itself (one that declares ``initial_state``, ``training.recurrent``).
 
 ``Agent`` wraps the module for the runners, the learner and evaluation: it turns the module's
 ``logits`` into one form per action space (``training.distributions``), adds the prior, samples
@@ -29,10 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.config import ConfigError
 from training.distributions import ActionDist
 from training.envs.env_info import EnvInfo
 from training.envs.plugin import BUILTIN_POLICIES, behaviour_ref, policy_ref, resolve_ref
 from training.normalization import ObsNormalizer
+from training.recurrent import wrap_lstm
 
 SPEC_VERSION = 2
 
@@ -57,6 +63,8 @@ def make_spec(cfg) -> dict:
                     prior_logit=float(cfg.policy_prior_logit))
     if getattr(cfg, "ppo_norm_obs", False):
         spec["obs_norm"] = True
+    if getattr(cfg, "policy_lstm_size", 0):
+        spec["lstm_size"] = int(cfg.policy_lstm_size)
     return spec
 
 
@@ -65,7 +73,17 @@ def build_agent(spec: dict, env) -> "Agent":
     if spec.get("version") != SPEC_VERSION:
         raise ValueError(f"unsupported policy spec version {spec.get('version')!r} (this trainer reads {SPEC_VERSION})")
     factory = resolve_ref(spec["factory"], "--policy")
-    module = factory(env, **spec.get("kwargs", {}))
+    kwargs = dict(spec.get("kwargs", {}))
+    lstm_size = spec.get("lstm_size")
+    if lstm_size:
+        if "core_size" not in inspect.signature(factory).parameters:
+            raise ConfigError("--policy-lstm-size", f"the policy factory {spec['factory']!r} takes no core_size "
+                              "argument (the width its decode_actions reads), so it cannot sit behind an LSTM; "
+                              "add one, or return a recurrent module (docs/EXTENDING.md, \"Recurrent policies\")")
+        kwargs["core_size"] = int(lstm_size)
+    module = factory(env, **kwargs)
+    if lstm_size:
+        module = wrap_lstm(module, env, int(lstm_size))
     if not isinstance(module, nn.Module) or not callable(getattr(module, "forward_eval", None)):
         raise TypeError(f"--policy {spec['factory']!r} built a {type(module).__name__}; it must return a torch "
                         "module with forward_eval(observations, state) -> (logits, values) and forward(...)")
@@ -119,30 +137,49 @@ class Agent(nn.Module):
     def _inputs(self, obs: torch.Tensor) -> torch.Tensor:
         return obs if self.obs_norm is None else self.obs_norm(obs)
 
-    def forward(self, obs: torch.Tensor, prior: torch.Tensor | None = None):
-        """The training forward pass: (distribution parameters, values (B,)). ``prior``: the prior's
-        actions for these rows, if already computed (``prior_actions``)."""
-        logits, values = self.policy(self._inputs(obs), None)
-        return self._finish(logits, obs, prior), values.reshape(-1)
+    @property
+    def recurrent(self) -> bool:
+        """True when the policy carries a state from step to step (``training.recurrent``)."""
+        return callable(getattr(self.policy, "initial_state", None))
 
-    def forward_eval(self, obs: torch.Tensor):
-        logits, values = self.policy.forward_eval(self._inputs(obs), None)
+    def initial_state(self, batch_size: int, device=None) -> dict[str, torch.Tensor] | None:
+        return self.policy.initial_state(batch_size, device) if self.recurrent else None
+
+    def forward(self, obs: torch.Tensor, prior: torch.Tensor | None = None, state: dict | None = None):
+        """The training forward pass: (distribution parameters, values (B,)). ``prior``: the prior's
+        actions for these rows, if already computed (``prior_actions``). A recurrent policy needs
+        ``state``: the rows are n whole env columns of T steps, time-major (row t * n + j), and
+        ``state`` holds each column's starting state (n, ...) and ``resets`` (T, n)."""
+        if state is None:
+            logits, values = self.policy(self._inputs(obs), None)
+            return self._finish(logits, obs, prior), values.reshape(-1)
+        T, n = state["resets"].shape
+        # the policy's convention is batch-major (B, TT, ...); the learner's rows are time-major
+        inputs = self._inputs(obs).reshape(T, n, *obs.shape[1:]).transpose(0, 1)
+        logits, values = self.policy(inputs, {**state, "resets": state["resets"].T})
+        return self._finish(_time_major(logits, n, T), obs, prior), values.reshape(n, T).T.reshape(-1)
+
+    def forward_eval(self, obs: torch.Tensor, state: dict | None = None):
+        """One step; a recurrent policy reads ``state`` and writes the next one into it."""
+        logits, values = self.policy.forward_eval(self._inputs(obs), state)
         return self._finish(logits, obs, None), values.reshape(-1)
 
-    def values(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy.forward_eval(self._inputs(obs), None)[1].reshape(-1)
+    def values(self, obs: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        """Values of ``obs``; a recurrent policy's ``state`` is read, not advanced."""
+        return self.policy.forward_eval(self._inputs(obs), None if state is None else dict(state))[1].reshape(-1)
 
     def logprob_entropy(self, params, action: torch.Tensor):
         return self.dist.logprob_entropy(params, action)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False, generator=None, with_value: bool = True,
-            temperature: float = 1.0):
+            temperature: float = 1.0, state: dict | None = None):
         """-> (action, logprob (B,), value (B,)); actions as ``ActionDist.sample`` gives them.
         ``with_value=False``: values are zeros, and a policy with ``forward_actor`` skips its critic.
         ``temperature`` != 1 samples from ``ActionDist.tempered`` (evaluation only: the logprob is
-        then the tempered distribution's, not the policy's)."""
-        if with_value:
-            params, value = self.forward_eval(obs)
+        then the tempered distribution's, not the policy's). A recurrent policy advances ``state``
+        (and always runs its critic: the state passes through the shared core)."""
+        if with_value or state is not None:
+            params, value = self.forward_eval(obs, state)
         else:
             actor = getattr(self.policy, "forward_actor", None)
             inputs = self._inputs(obs)
@@ -159,6 +196,13 @@ class Agent(nn.Module):
         params, value = self.forward(obs)
         logprob, entropy = self.dist.logprob_entropy(params, action)
         return logprob, entropy, value
+
+
+def _time_major(logits, n: int, T: int):
+    """Rows j * T + t (batch-major) -> t * n + j; ``logits`` may be a tuple (a Gaussian's)."""
+    if isinstance(logits, tuple):
+        return tuple(_time_major(x, n, T) for x in logits)
+    return logits.reshape(n, T, *logits.shape[1:]).transpose(0, 1).reshape(n * T, *logits.shape[1:])
 
 
 def get_weights(agent: nn.Module) -> dict[str, np.ndarray]:

@@ -29,7 +29,10 @@ class ConfigError(ValueError):
 
     def __init__(self, flag: str, message: str):
         super().__init__(f"{flag}: {message}")
-        self.flag = flag
+        self.flag, self.message = flag, message
+
+    def __reduce__(self):  # raised inside an actor, it reaches the driver whole
+        return ConfigError, (self.flag, self.message)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class TrainConfig:
     policy: str = "mlp"
     policy_kwargs: dict = dataclasses.field(default_factory=dict)
     policy_hidden: str = "256,256"
+    policy_lstm_size: int = 0  # 0: feed-forward
     policy_prior: str | None = None
     policy_prior_logit: float = 5.0
     async_rollouts: bool = False
@@ -253,6 +257,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval_max_steps_per_episode is not None and cfg.eval_max_steps_per_episode <= 0:
         raise ConfigError("--eval-max-steps-per-episode", "must be a positive integer")
     parse_int_list(cfg.policy_hidden, "--policy-hidden")
+    _check_recurrent(cfg)
     _check_policy(cfg)
     if cfg.kickstart_teacher is not None:
         _check_behaviour(cfg.kickstart_teacher, cfg.env, "--kickstart-teacher")
@@ -284,6 +289,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not cfg.env or not isinstance(cfg.env, str):
         raise ConfigError("--env", "must name an env")
     return cfg
+
+
+def _check_recurrent(cfg: TrainConfig) -> None:
+    size = cfg.policy_lstm_size
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ConfigError("--policy-lstm-size", f"must be an integer >= 0 (0: no LSTM); got {size!r}")
+    if size and cfg.ppo_num_envs % cfg.ppo_num_minibatches:
+        raise ConfigError("--ppo-num-minibatches", f"{cfg.ppo_num_minibatches} does not divide --ppo-num-envs "
+                                                   f"{cfg.ppo_num_envs}: an LSTM trains on minibatches of whole env columns")
 
 
 def _check_behaviour(value: str, env: str, flag_name: str) -> None:

@@ -36,6 +36,8 @@ HELP = {
     "policy_kwargs": "JSON object of keyword arguments for the policy's factory, e.g. '{\"hidden_size\": 128}'",
     "policy_hidden": "hidden sizes, comma-separated: the policy factory's `hidden` argument when it has one and "
                      "--policy-kwargs does not set it",
+    "policy_lstm_size": "units of an LSTM between the policy's encoder and its actor and critic (PufferLib's "
+                        "LSTMWrapper); the learner trains it through time over whole env columns. 0: feed-forward",
     "policy_prior": "residual policy (Discrete actions): a behaviour (a name the env offers, `prospector envs`, "
                     "or package.module:callable mapping a batch of observations to actions) whose "
                     "action gets --policy-prior-logit added to its logit, so the policy starts as a softened copy "

@@ -85,12 +85,16 @@ def make_act_fn(policy: Agent | None, action_space, deterministic: bool = True, 
     gen = torch.Generator().manual_seed(int(seed))
     device = next(policy.parameters()).device
     box = isinstance(action_space, spaces.Box)
+    # a recurrent policy's state, one row per env: each env plays one episode (``_play``, replays)
+    state = {}
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+            if policy.recurrent and not state:
+                state.update(policy.initial_state(len(x), device))
             action, _, _ = policy.act(x, deterministic=deterministic, generator=gen, with_value=False,
-                                      temperature=temperature)
+                                      temperature=temperature, state=state or None)
         a = action.cpu().numpy()
         if box:  # the policy's Gaussian is unsquashed; the env expects in-bounds actions
             a = np.clip(a.reshape(len(obs), *action_space.shape), action_space.low, action_space.high)

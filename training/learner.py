@@ -14,10 +14,11 @@ import torch
 
 from training.adam import Adam
 from training.agent import build_agent, get_weights, make_spec
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 from training.hardware import native_bfloat16
 from training.normalization import Moments, RewardScaler
 from training.ppo import compute_gae, compute_vtrace, env_column_minibatches, forward_float32, linear_lr, ppo_update
+from training.recurrent import sequence_resets
 
 ROLLOUT_KEYS_TN = ("obs", "actions", "logprobs", "values", "rewards", "terminals", "truncations", "valid",
                    "bootstrap_values")
@@ -36,6 +37,8 @@ def join_rollouts(rollouts: list[dict]) -> dict:
     if any("teacher_played" in r for r in rollouts):  # roll-ins: per step, not whole rounds
         joined["teacher_played"] = np.concatenate(
             [r.get("teacher_played", np.zeros(r["valid"].shape, bool)) for r in rollouts], axis=1)
+    if "state" in rollouts[0]:  # a recurrent policy's starting states, one row per env
+        joined["state"] = {k: np.concatenate([r["state"][k] for r in rollouts], axis=0) for k in rollouts[0]["state"]}
     return joined
 
 
@@ -69,6 +72,10 @@ class PPOLearner:
         self.generator = np.random.default_rng(cfg.seed + 1)
         self.amp_dtype = resolve_precision(cfg.learner_precision, device)
         self.reward_scaler = RewardScaler(cfg.ppo_gamma) if cfg.ppo_norm_reward else None
+        if self.policy.recurrent and cfg.ppo_num_envs % cfg.ppo_num_minibatches:
+            raise ConfigError("--ppo-num-minibatches", f"{cfg.ppo_num_minibatches} does not divide --ppo-num-envs "
+                                                       f"{cfg.ppo_num_envs}: a recurrent policy trains on minibatches "
+                                                       "of whole env columns")
 
     @property
     def policy_spec(self) -> dict:
@@ -139,6 +146,11 @@ class PPOLearner:
             obs=obs, actions=actions, logprobs=behaviour_logprobs,
             values=flat(values), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
         )
+        sequences = None
+        if self.policy.recurrent:
+            sequences = (T, N)
+            batch["state"] = {k: torch.as_tensor(v).to(self.device) for k, v in b["state"].items()}
+            batch["resets"] = flat(sequence_resets(b["terminals"], b["truncations"], b["valid"]))
         if "teacher_played" in b:  # roll-ins: the teacher's steps train the critic and the distillation only
             batch["pg_valid"] = flat(b["valid"] & ~b["teacher_played"], torch.float32)
         prior = self.policy.prior_actions(obs)
@@ -157,6 +169,7 @@ class PPOLearner:
             vf_coef=cfg.ppo_vf_coef, max_grad_norm=cfg.ppo_max_grad_norm, norm_adv=cfg.ppo_norm_adv,
             generator=self.generator, distill_coef=distill_coef, amp_dtype=self.amp_dtype,
             pg_coef=0.0 if driven else 1.0, before_minibatch=before_minibatch, in_pass_targets=in_pass,
+            sequences=sequences,
         )
         self.update_index += 1
         self._update_obs_norm(rollouts)

@@ -84,11 +84,14 @@ class ActorCritic(nn.Module):
 class MLPPolicy(ActorCritic):
     """Actor and critic MLPs of ``hidden`` units. Box actions: a Gaussian whose mean the actor
     gives and whose log standard deviation is one learned parameter per action dimension, starting
-    at ``log_std_init`` (0: std 1, CleanRL's start, wide enough to explore bounds of +-1)."""
+    at ``log_std_init`` (0: std 1, CleanRL's start, wide enough to explore bounds of +-1).
+    ``core_size``: the width of the features the MLPs read, when a recurrent core sits between the
+    observation and them (``--policy-lstm-size``); None: the flattened observation."""
 
-    def __init__(self, env, hidden=(256, 256), activation: str = "tanh", log_std_init: float = 0.0):
+    def __init__(self, env, hidden=(256, 256), activation: str = "tanh", log_std_init: float = 0.0,
+                 core_size: int | None = None):
         super().__init__()
-        obs_dim = flat_size(env.single_observation_space)
+        obs_dim = int(core_size) if core_size else flat_size(env.single_observation_space)
         dist = ActionDist(env.single_action_space)
         self.is_continuous = dist.kind == "box"
         if dist.kind == "discrete":

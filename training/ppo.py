@@ -190,15 +190,17 @@ _BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns", 
 
 
 def forward_float32(policy: nn.Module, obs: torch.Tensor, amp_dtype: torch.dtype | None = None,
-                    prior: torch.Tensor | None = None):
+                    prior: torch.Tensor | None = None, state: dict | None = None):
     """policy(obs), optionally under autocast; the outputs come back as float32 so that the
     log-softmax, the ratios and the losses keep full precision whatever the matmuls used.
-    ``prior``: a residual policy's prior actions for these rows (``Agent.prior_actions``)."""
+    ``prior``: a residual policy's prior actions for these rows (``Agent.prior_actions``).
+    ``state``: a recurrent policy's sequences (``Agent.forward``)."""
+    kwargs = {} if state is None else {"state": state}
     args = (obs,) if prior is None else (obs, prior)
     if amp_dtype is None:
-        return policy(*args)
+        return policy(*args, **kwargs)
     with torch.autocast(obs.device.type, dtype=amp_dtype):
-        params, value = policy(*args)
+        params, value = policy(*args, **kwargs)
     params = tuple(p.float() for p in params) if isinstance(params, tuple) else params.float()
     return params, value.float()
 
@@ -208,7 +210,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                ent_coef: float, vf_coef: float, max_grad_norm: float | None, norm_adv: bool = True,
                target_kl: float | None = None, generator: np.random.Generator,
                distill_coef: float = 0.0, amp_dtype: torch.dtype | None = None,
-               pg_coef: float = 1.0, before_minibatch=None, in_pass_targets=None) -> dict[str, float]:
+               pg_coef: float = 1.0, before_minibatch=None, in_pass_targets=None,
+               sequences: tuple[int, int] | None = None) -> dict[str, float]:
     """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
 
     batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
@@ -236,6 +239,9 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     that minibatch's (advantages, returns, values), which are written into the batch and used by
     this step and every later epoch. Overlapped mode computes V-trace this way without a separate
     re-evaluation pass over the batch (see env_column_minibatches).
+    sequences (T, N): the policy is recurrent. Every minibatch is a set of whole env columns
+    (env_column_minibatches), replayed through time from batch["state"] (each key (N, ...), the
+    state each column started from) with batch["resets"] (B,) zeroing it where an episode began.
     """
     missing = [k for k in _BATCH_KEYS if k not in batch]
     if missing:
@@ -257,14 +263,20 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     for epoch in range(update_epochs):
         approx_kl = 0.0
         in_pass = in_pass_targets is not None and epoch == 0
-        groups = in_pass_targets[0] if in_pass else minibatch_indices(batch_size, num_minibatches, generator)
+        if in_pass:
+            groups = in_pass_targets[0]
+        elif sequences is not None:
+            groups = env_column_minibatches(*sequences, num_minibatches, generator)
+        else:
+            groups = minibatch_indices(batch_size, num_minibatches, generator)
         for k, idx_np in enumerate(groups):
             if before_minibatch is not None:
                 before_minibatch()
             idx = torch.from_numpy(idx_np).to(batch["obs"].device)
             # one forward pass serves both the taken actions and (kickstarting) the teacher's
             dist_params, new_value = forward_float32(policy, batch["obs"][idx], amp_dtype,
-                                                     None if prior is None else prior[idx])
+                                                     None if prior is None else prior[idx],
+                                                     None if sequences is None else _sequence_state(batch, idx, sequences[0]))
             new_logprob, entropy = policy.logprob_entropy(dist_params, batch["actions"][idx])
             if in_pass:
                 targets = in_pass_targets[1](k, new_logprob.detach(), new_value.detach())
@@ -304,6 +316,14 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     stats["explained_variance"] = explained_variance(batch["values"], batch["returns"], weights)
     stats["num_minibatch_updates"] = updates
     return stats
+
+
+def _sequence_state(batch: dict, idx: torch.Tensor, T: int) -> dict:
+    """The starting state and resets of the env columns whose rows (laid out (T, n)) are ``idx``."""
+    n = idx.numel() // T
+    state = {k: v[idx[:n]] for k, v in batch["state"].items()}  # row t = 0 of column j is column j
+    state["resets"] = batch["resets"][idx].reshape(T, n)
+    return state
 
 
 def linear_lr(initial_lr: float, update_index: int, total_updates: int, anneal: bool = True) -> float:

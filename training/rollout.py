@@ -10,6 +10,10 @@ the observation it ended on. Native envs reset inside the step, so that observat
 the env's ``final_observations`` (or, if the env has none, the value of the state the step started
 from, a one-step approximation). PufferLib's emulated envs show the final observation as the next
 observation and spend the following step resetting; that dummy step is marked ``valid=False``.
+
+Recurrent policies: each env's state is carried across steps and rounds and zeroed where an episode
+ends (``training.recurrent.episode_ends``); the batch's ``state`` holds every env's state at the
+start of the rollout, from which the learner replays the column.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from gymnasium import spaces
+
+from training.recurrent import episode_ends
 
 
 class EnvOutputError(RuntimeError):
@@ -70,6 +76,7 @@ class RolloutCollector:
         self.rollin_rng = np.random.default_rng([seed, 0x5EED])
         self.rollin_left = self._draw_rollins(self.num_envs)
         self.ep_teacher = np.zeros(self.num_envs, dtype=np.int64)
+        self.state = None  # a recurrent policy's state, one row per env: made at the first collect
 
     # ---------------------------------------------------------------- helpers
     def _check_obs(self, obs, where: str) -> None:
@@ -84,8 +91,9 @@ class RolloutCollector:
             zeros = np.zeros(self.num_envs, dtype=np.float32)
             return actions, actions, zeros, zeros
         with torch.no_grad():
+            recurrent = {} if self.state is None else {"state": self.state}
             action, logprob, value = self.policy.act(torch.as_tensor(obs), generator=self.torch_gen,
-                                                     with_value=self.step_values)
+                                                     with_value=self.step_values, **recurrent)
         action = action.numpy().reshape(self.num_envs, *self._act_shape)
         env_action = action
         if isinstance(self.act_space, spaces.Box):
@@ -100,12 +108,23 @@ class RolloutCollector:
             lengths[self.rollin_rng.random(n) >= self.rollin_prob] = 0
         return lengths
 
-    def _values(self, obs: np.ndarray) -> np.ndarray:
+    def _values(self, obs: np.ndarray, rows=slice(None)) -> np.ndarray:
+        """Values of ``obs``, the observations of envs ``rows``, each from its env's current state."""
         if self.policy is None or len(obs) == 0:
             return np.zeros(len(obs), dtype=np.float32)
+        recurrent = {} if self.state is None else {"state": {k: v[rows] for k, v in self.state.items()}}
         with torch.no_grad():
-            value = self.policy.values(torch.as_tensor(obs))
+            value = self.policy.values(torch.as_tensor(obs), **recurrent)
         return value.numpy().astype(np.float32).reshape(-1)
+
+    def _start_state(self) -> dict | None:
+        """The recurrent state this rollout starts from (NumPy copies, for the batch)."""
+        if not getattr(self.policy, "recurrent", False):
+            self.state = None
+            return None
+        if self.state is None:
+            self.state = self.policy.initial_state(self.num_envs)
+        return {k: v.numpy().copy() for k, v in self.state.items()}
 
     # ---------------------------------------------------------------- collect
     def collect(self, teach: bool | str = False, steps: int | None = None) -> tuple[dict, list[dict]]:
@@ -135,6 +154,7 @@ class RolloutCollector:
         rollin = teach and not drive and self.rollin_max > 0
         teacher_played = np.zeros((T, N), dtype=bool) if rollin else None
         episodes: list[dict] = []
+        start_state = self._start_state()
 
         for t in range(T):
             obs_buf[t] = self.obs
@@ -160,11 +180,15 @@ class RolloutCollector:
             if self.native_reset and done.any():
                 finals = getattr(self.env, "final_observations", None)
                 idx = np.flatnonzero(truncations[t])
-                if finals is not None:
-                    final_values[t, idx] = self._values(np.asarray(finals)[idx])
+                if finals is not None:  # from the state the step left, before it is zeroed below
+                    final_values[t, idx] = self._values(np.asarray(finals)[idx], torch.from_numpy(idx))
                 else:
                     final_values[t, idx] = values[t, idx]
             self._account(t, rewards[t], terminals[t], truncations[t], valid[t], infos, episodes)
+            if self.state is not None:
+                ends = torch.from_numpy(episode_ends(terminals[t], truncations[t], valid[t]))
+                for v in self.state.values():
+                    v[ends] = 0.0
             if rollin and done.any():  # native envs: a finished env starts its next episode now
                 self.rollin_left[done] = self._draw_rollins(int(done.sum()))
             if not self.native_reset:
@@ -191,6 +215,8 @@ class RolloutCollector:
             batch["driven"] = True
         if rollin:
             batch["teacher_played"] = teacher_played
+        if start_state is not None:
+            batch["state"] = start_state
         return batch, episodes
 
     # ---------------------------------------------------------------- exact resume
@@ -207,6 +233,7 @@ class RolloutCollector:
             torch_rng=self.torch_gen.get_state().numpy(), env=self.env.get_state() if self.exact_state else None,
             rollin_rng=self.rollin_rng.bit_generator.state, rollin_left=self.rollin_left.copy(),
             ep_teacher=self.ep_teacher.copy(),
+            recurrent_state=None if self.state is None else {k: v.numpy().copy() for k, v in self.state.items()},
         )
 
     def load_state_dict(self, state: dict) -> bool:
@@ -226,6 +253,8 @@ class RolloutCollector:
             self.rollin_rng.bit_generator.state = state["rollin_rng"]
             self.rollin_left = state["rollin_left"].copy()
             self.ep_teacher = state["ep_teacher"].copy()
+        if state.get("recurrent_state") is not None:
+            self.state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state["recurrent_state"].items()}
         return True
 
     def _account(self, t, rew, term, trunc, valid, infos, episodes) -> None:
