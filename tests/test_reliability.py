@@ -182,9 +182,6 @@ RESUMED_RUNS = {
     # continuous defaults: observation statistics in the weights, the reward scaler in the learner;
     # windows of 1,000 steps close mid-round (rounds of 512), so the open window is in the checkpoint
     "continuous": ["--env", "training.envs.examples:reach", "--window-env-steps", "1000"],
-    # an LSTM: every env's recurrent state is in the runners' checkpoint state; rounds of 40 steps
-    # end mid-episode (16 steps), so the states at the checkpoint are not zero
-    "recurrent": ["--env", "training.envs.partial:recall", "--policy-lstm-size", "16", "--ppo-rollout-steps", "40"],
 }
 
 

@@ -3,8 +3,9 @@
 - ``recall``: a cue shown only at an episode's first step decides the reward at its last step
   (``--env training.envs.partial:recall``); a test of memory and of training through time.
 - ``cartpole_positions``: Gymnasium's CartPole-v1 with the velocities hidden, so the policy must
-  infer them from successive positions. Its plug-in (``--env cartpole_positions``) presets an LSTM
-  and settings that reach a return of 500 (docs/BENCHMARKS.md, "Recurrent policies").
+  infer them from successive positions. Its plug-in (``--env cartpole_positions``,
+  ``training.envs.classic_control``) presets an LSTM and settings that reach a return of 500
+  (docs/BENCHMARKS.md, "Recurrent policies").
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import gymnasium
 import numpy as np
 import pufferlib
 from gymnasium import spaces
-
-from training.envs.plugin import EnvPlugin
 
 
 class RecallEnv(pufferlib.PufferEnv):
@@ -78,23 +77,3 @@ def cartpole_positions():
     full = env.observation_space
     space = spaces.Box(full.low[[0, 2]], full.high[[0, 2]], dtype=np.float32)
     return gymnasium.wrappers.TransformObservation(env, lambda obs: obs[[0, 2]], space)
-
-
-CARTPOLE_POSITIONS = EnvPlugin(
-    name="cartpole_positions",
-    env="training.envs.partial:cartpole_positions",
-    preset=dict(
-        policy_lstm_size=64,
-        policy_hidden="64,64",
-        # normalised inputs: the angle moves by ~0.01 rad a step, too little for an LSTM to read a
-        # velocity from raw (first to 475: 320k steps without, 180k with)
-        ppo_norm_obs=True,
-        ppo_num_envs=16,
-        ppo_num_workers=2,
-        ppo_rollout_steps=64,
-        ppo_num_minibatches=4,
-        ppo_update_epochs=8,
-        ppo_learning_rate=1e-3,
-        ppo_ent_coef=0.0,
-    ),
-)
