@@ -116,7 +116,8 @@ def _run_eval(ns) -> int:
     print(f"{ns.checkpoint}: window {ckpt.get('window_id')}, {ckpt.get('env_steps_total')} env steps; "
           f"env {env}{f' ({shown})' if shown else ''}; seeds {ns.seed0}..{ns.seed0 + ns.episodes - 1}; "
           f"policy {mode}", flush=True)
-    results = {"policy": summarize(evaluate_policy(act, env, ns.episodes, ns.seed0, **settings))}
+    results = {"policy": summarize(evaluate_policy(act, env, ns.episodes, ns.seed0, **settings,
+                                                   kwargs=cfg.get("env_kwargs")))}
     baselines = None if ns.no_baselines else tool(env, "baselines")
     if baselines is not None:
         results.update(baselines(ns.episodes, ns.seed0, **settings))

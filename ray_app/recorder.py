@@ -82,7 +82,8 @@ class RunRecorder:
         step_rewards = [sum(per_runner) for per_runner in zip(*(s["step_rewards"] for s in summaries))]
         rows = self.agg.add_round(steps, sum(s["reward_sum"] for s in summaries), episodes, losses, round_s,
                                   extra=extra_metrics(lag, losses, wait_sample_s, wait_learn_s),
-                                  step_rewards=step_rewards)
+                                  step_rewards=step_rewards,
+                                  env_reports=[r for s in summaries for r in s.get("env_reports", ())])
         due = False
         for row in rows:
             self._write_window(row)

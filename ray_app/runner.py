@@ -40,7 +40,7 @@ class EnvRunner:
         n = cfg.envs_per_worker
         first_seed = cfg.seed + index * n + incarnation * INCARNATION_SEED_STRIDE
         self.env = make_vecenv(cfg.env, n, seed=first_seed, rules=cfg.env_rules, time_max=cfg.env_time_max,
-                               vector_backend=cfg.ppo_vector_backend)
+                               kwargs=cfg.env_kwargs, vector_backend=cfg.ppo_vector_backend)
         teacher = None
         if cfg.kickstart_teacher:
             teacher = load_behaviour(behaviour_ref(cfg.kickstart_teacher, cfg.env, "--kickstart-teacher"),
@@ -89,6 +89,7 @@ class EnvRunner:
             reward_sum=float(step_rewards.sum()),
             step_rewards=step_rewards.tolist(),
             episodes=episodes,
+            env_reports=self.collector.reports,
         )
         return (batch if self.learns else None), summary
 

@@ -50,6 +50,7 @@ class TrainConfig:
     env: str = "prospector"  # the first version's CLI trained the game without --env
     env_rules: str | None = None  # for envs with several rule sets; None: the env's own default
     env_time_max: int | None = None  # episode limit, for envs that take one; None: the env's own
+    env_kwargs: dict = dataclasses.field(default_factory=dict)  # the env factory's (or gymnasium.make's) arguments
     ppo_vector_backend: str = "serial"
     # trainer
     trainer_backend: str = "puffer_ppo"
@@ -196,9 +197,9 @@ def action_kind(space) -> str | None:
     return next((kind for cls, kind in kinds.items() if isinstance(space, cls)), None)
 
 
-def space_defaults(env: str) -> dict:
+def space_defaults(env: str, env_kwargs: dict | None = None) -> dict:
     """SPACE_DEFAULTS for ``env``'s action space (one env is built to read it), or {}."""
-    return dict(SPACE_DEFAULTS.get(action_kind(probe_action_space(env)), {}))
+    return dict(SPACE_DEFAULTS.get(action_kind(probe_action_space(env, env_kwargs)), {}))
 
 
 def preset_for(env: str) -> dict:
@@ -288,6 +289,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         parse_float_list(getattr(cfg, name), flag(name))
     if not cfg.env or not isinstance(cfg.env, str):
         raise ConfigError("--env", "must name an env")
+    if not isinstance(cfg.env_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in cfg.env_kwargs):
+        raise ConfigError("--env-kwargs", f"must be a JSON object of keyword arguments; got {cfg.env_kwargs!r}")
     return cfg
 
 
@@ -328,17 +331,19 @@ def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None, fi
     given = {k: v for k, v in (vars(ns) if isinstance(ns, argparse.Namespace) else ns).items() if v is not None}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in {**(file or {}), **given}.items() if k in names}
+    for name in ("policy_kwargs", "env_kwargs"):  # JSON text from a flag
+        if isinstance(given.get(name), str):
+            try:
+                given[name] = json.loads(given[name])
+            except ValueError as e:
+                raise ConfigError(flag(name), f"not valid JSON ({e})") from None
     values = dict(base or {})
     env = given.get("env", values.get("env", TrainConfig.env))
     if base is None:  # a resumed run's config is already resolved
         preset = preset_for(env)
-        values.update(preset or space_defaults(env))
+        env_kwargs = given.get("env_kwargs")
+        values.update(preset or space_defaults(env, env_kwargs if isinstance(env_kwargs, dict) else None))
     values.update(given)
-    if isinstance(values.get("policy_kwargs"), str):
-        try:
-            values["policy_kwargs"] = json.loads(values["policy_kwargs"])
-        except ValueError as e:
-            raise ConfigError("--policy-kwargs", f"not valid JSON ({e})") from None
     if str(values.get("policy_prior")).lower() == "none":  # switch a preset's prior off
         values["policy_prior"] = None
     if str(values.get("kickstart_teacher")).lower() == "none":  # switch a preset's teacher off

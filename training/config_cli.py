@@ -27,7 +27,7 @@ SECTIONS = ("run", "env", "ppo", "policy", "ray", "logging", "evaluation", "reli
 _SECTION_OF = {
     **dict.fromkeys(("run_root", "run_id", "resume", "total_env_steps", "window_env_steps",
                      "checkpoint_every_windows", "seed", "flush_partial_window"), "run"),
-    **dict.fromkeys(("env", "env_rules", "env_time_max", "ppo_vector_backend"), "env"),
+    **dict.fromkeys(("env", "env_rules", "env_time_max", "env_kwargs", "ppo_vector_backend"), "env"),
     **dict.fromkeys(("trainer_backend", "async_rollouts"), "ppo"),
     **dict.fromkeys(("address", "learner_device", "learner_precision", "runner_num_cpus", "learner_num_cpus",
                      "runner_placement", "learner_resource", "wait_for_resources_s"), "ray"),

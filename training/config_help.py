@@ -33,6 +33,8 @@ HELP = {
     "policy": "mlp (actor and critic MLPs), a policy the env offers (`prospector envs`), or "
               "package.module:factory, called as factory(env, **kwargs) the PufferLib way (pufferlib.models:Default "
               "works); --policy-arch is another name for this flag",
+    "env_kwargs": "JSON object of keyword arguments for the env: passed to a factory, or to gymnasium.make(id, "
+                  "**kwargs) for gym:<id>, e.g. '{\"length\": 32}'",
     "policy_kwargs": "JSON object of keyword arguments for the policy's factory, e.g. '{\"hidden_size\": 128}'",
     "policy_hidden": "hidden sizes, comma-separated: the policy factory's `hidden` argument when it has one and "
                      "--policy-kwargs does not set it",

@@ -24,7 +24,7 @@ from gymnasium import spaces
 
 from training.agent import Agent, build_agent
 from training.envs.env_info import EnvInfo
-from training.envs.env_spec import env_settings
+from training.envs.env_spec import env_build_settings
 from training.rollout import random_actions
 from training.run_store import CheckpointError, load_checkpoint
 
@@ -56,7 +56,7 @@ def load_policy(checkpoint_path) -> tuple[Agent, dict]:
     if not isinstance(spec, dict) or state is None:
         raise CheckpointError(f"{path}: missing policy_spec or learner.policy_state")
     config = ckpt.get("config") or {}
-    probe = make_vecenv(config.get("env"), 1, 0, **env_settings(config))
+    probe = make_vecenv(config.get("env"), 1, 0, **env_build_settings(config))
     env_info = EnvInfo.of(probe)
     probe.close()
     try:
@@ -155,17 +155,18 @@ def _play(act_fn: ActFn, env_spec: str, seeds: list[int], settings: dict, vector
 
 def evaluate_policy(act_fn: ActFn, env_spec: str, episodes: int, seed0: int, rules: str | None = None,
                     time_max: int | None = None, vector_backend: str = "serial",
-                    max_steps: int | None = None) -> list[dict]:
+                    max_steps: int | None = None, kwargs: dict | None = None) -> list[dict]:
     """Play one episode per seed seed0 .. seed0+episodes-1; one metrics dict per episode, in seed
     order: episode_return, episode_length, terminated, truncated, seed, and whatever the env
     reports of the episode (the prospector: credits, net_profit, survival, ...). ``act_fn`` maps an
-    obs batch to actions (see make_act_fn)."""
+    obs batch to actions (see make_act_fn). ``kwargs``: the env's ``--env-kwargs``."""
     episodes = int(episodes)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     seeds = [int(seed0) + i for i in range(episodes)]
     with single_thread():  # the env steps on one core anyway; see single_thread for why
-        return _play(act_fn, env_spec, seeds, dict(rules=rules, time_max=time_max), vector_backend, max_steps)
+        return _play(act_fn, env_spec, seeds, dict(rules=rules, time_max=time_max, kwargs=kwargs), vector_backend,
+                     max_steps)
 
 
 _NOT_METRICS = ("episode_return", "env_index", "seed")

@@ -125,7 +125,8 @@ def best_window_episode(cfg, window_id: int, policy, pack: bool = True) -> dict 
         return None
     seeds = eval_seeds(get("seed", 0), get("eval_seed_offset", 100_000), window_id, n)
     best, _ = record_best(policy, get("env"), seeds, get("env_rules"), get("env_time_max"),
-                          bool(get("eval_policy_deterministic", True)), get("eval_max_steps_per_episode"))
+                          bool(get("eval_policy_deterministic", True)), get("eval_max_steps_per_episode"),
+                          get("env_kwargs"))
     return pack_episode(best) if pack else best
 
 

@@ -41,10 +41,10 @@ def _action_json(a):
     return a.item() if a.size == 1 and a.ndim <= 1 else a.tolist()
 
 
-def _record_vecenv(act, env_spec: str, seed: int, rules, time_max, max_steps) -> dict:
+def _record_vecenv(act, env_spec: str, seed: int, rules, time_max, max_steps, kwargs) -> dict:
     from training.envs.registry import make_vecenv
 
-    env = make_vecenv(env_spec, 1, seed, rules=rules, time_max=time_max, vector_backend="serial")
+    env = make_vecenv(env_spec, 1, seed, rules=rules, time_max=time_max, kwargs=kwargs, vector_backend="serial")
     obs, _ = env.reset(seed=seed)
     frames, cut, done = [], False, False
     while not done:
@@ -80,15 +80,16 @@ def episode_record(frames: list, cut: bool, profit, survival, ticks) -> dict:
 
 
 def record_episode(policy, env_spec: str, seed: int, rules: str | None = None, time_max: int | None = None,
-                   deterministic: bool = True, max_steps: int | None = None) -> dict:
+                   deterministic: bool = True, max_steps: int | None = None, kwargs: dict | None = None) -> dict:
     """Play one episode on ``seed`` and record every decision. ``policy``: a training.agent.Agent,
-    or None for uniform random actions (random backend). -> dict(frames, return_total, steps,
-    profit, survival, terminated, truncated, ticks, cut_by_max_steps, seed, env)."""
+    or None for uniform random actions (random backend); ``kwargs``: the env's ``--env-kwargs``.
+    -> dict(frames, return_total, steps, profit, survival, terminated, truncated, ticks,
+    cut_by_max_steps, seed, env)."""
     from training.envs.plugin import tool
     from training.envs.registry import make_vecenv
     from training.evaluate import make_act_fn, single_thread  # torch: only where episodes are played
 
-    probe = make_vecenv(env_spec, 1, int(seed), rules=rules, time_max=time_max)
+    probe = make_vecenv(env_spec, 1, int(seed), rules=rules, time_max=time_max, kwargs=kwargs)
     act = make_act_fn(policy, probe.single_action_space, deterministic, seed)
     probe.close()
     record = tool(env_spec, "record_replay")
@@ -96,7 +97,7 @@ def record_episode(policy, env_spec: str, seed: int, rules: str | None = None, t
         if record is not None:
             ep = record(act, int(seed), rules=rules, time_max=time_max, max_steps=max_steps)
         else:
-            ep = _record_vecenv(act, env_spec, int(seed), rules, time_max, max_steps)
+            ep = _record_vecenv(act, env_spec, int(seed), rules, time_max, max_steps, kwargs)
     ep.update(seed=int(seed), env=env_spec)
     return ep
 
@@ -107,12 +108,13 @@ def episode_summary(ep: dict) -> dict:
 
 
 def record_best(policy, env_spec: str, seeds, rules: str | None = None, time_max: int | None = None,
-                deterministic: bool = True, max_steps: int | None = None) -> tuple[dict, list[dict]]:
+                deterministic: bool = True, max_steps: int | None = None,
+                kwargs: dict | None = None) -> tuple[dict, list[dict]]:
     """Play one episode per seed; keep only the best by return (the first on ties), so memory
     holds at most two episodes' frames. -> (best episode, summaries of all, in seed order)."""
     best, summaries = None, []
     for s in seeds:
-        ep = record_episode(policy, env_spec, s, rules, time_max, deterministic, max_steps)
+        ep = record_episode(policy, env_spec, s, rules, time_max, deterministic, max_steps, kwargs)
         summaries.append(episode_summary(ep))
         if best is None or ep["return_total"] > best["return_total"]:
             best = ep

@@ -77,6 +77,7 @@ class RolloutCollector:
         self.rollin_left = self._draw_rollins(self.num_envs)
         self.ep_teacher = np.zeros(self.num_envs, dtype=np.int64)
         self.state = None  # a recurrent policy's state, one row per env: made at the first collect
+        self.reports: list[dict] = []  # the last rollout's env reports (``_account``)
 
     # ---------------------------------------------------------------- helpers
     def _check_obs(self, obs, where: str) -> None:
@@ -135,7 +136,8 @@ class RolloutCollector:
         With roll-ins (``rollin_max``) and ``teach``, the steps the teacher played are marked in
         ``teacher_played`` (T, N); their recorded log-prob is 0, the deterministic teacher's own.
         ``steps``: this rollout's length when not ``rollout_steps`` (a run's shortened last round).
-        Each finished episode's dict carries ``_step``, the step of the rollout it ended at."""
+        Each finished episode's dict carries ``_step``, the step of the rollout it ended at. The
+        env's other reports (info dicts without an ``env_index``) are left in ``self.reports``."""
         T, N = steps or self.rollout_steps, self.num_envs
         obs_buf = np.empty((T, N, *self.obs_space.shape), dtype=self.obs.dtype)
         act_shape = self._act_shape
@@ -154,6 +156,7 @@ class RolloutCollector:
         rollin = teach and not drive and self.rollin_max > 0
         teacher_played = np.zeros((T, N), dtype=bool) if rollin else None
         episodes: list[dict] = []
+        self.reports = []
         start_state = self._start_state()
 
         for t in range(T):
@@ -258,6 +261,16 @@ class RolloutCollector:
         return True
 
     def _account(self, t, rew, term, trunc, valid, infos, episodes) -> None:
+        """Episode returns and lengths per env; an info dict with an ``env_index`` adds its numbers
+        to that env's finished episode, any other info dict with numbers is an env report
+        (PufferLib's C envs, for one, report aggregated episode statistics every so often, with
+        ``n``, the episodes a report covers)."""
+        for info in infos:
+            if isinstance(info, dict) and "env_index" not in info:
+                numbers = {k: float(v) for k, v in info.items()
+                           if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))}
+                if numbers:
+                    self.reports.append({**numbers, "_step": int(t)})
         self.ep_return += np.where(valid, rew, 0.0)
         self.ep_length += valid
         done = np.flatnonzero(term | trunc)

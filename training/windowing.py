@@ -18,6 +18,11 @@ from training.run_store import json_safe
 
 LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
 
+# An env report's weight: the number of episodes it covers, where the env says so (PufferLib's
+# aggregated logs carry it as ``n``).
+REPORT_WEIGHT_KEY = "n"
+REPORT_PREFIX = "env/"
+
 # Episode keys with their own treatment; every other numeric key becomes `<key>_mean`.
 _COUNTED_EPISODE_KEYS = ("terminated", "truncated")
 _RETURN_KEY = "episode_return"
@@ -47,17 +52,18 @@ def _number(value: Any) -> float | None:
 
 
 class _MeanAcc:
-    """Per-key sum and count, so each key is averaged over the items that actually had it."""
+    """Per-key sum and count (or total weight), so each key is averaged over the items that
+    actually had it."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, float] = {}
 
-    def add(self, key: str, value: Any) -> None:
+    def add(self, key: str, value: Any, weight: float = 1) -> None:
         v = _number(value)
         if v is not None:
-            self.sums[key] = self.sums.get(key, 0.0) + v
-            self.counts[key] = self.counts.get(key, 0) + 1
+            self.sums[key] = self.sums.get(key, 0.0) + v * weight
+            self.counts[key] = self.counts.get(key, 0) + weight
 
     def mean(self, key: str) -> float | None:
         n = self.counts.get(key, 0)
@@ -77,6 +83,7 @@ class _Window:
         self.episode_acc = _MeanAcc()
         self.learner_acc = _MeanAcc()
         self.extra_acc = _MeanAcc()
+        self.report_acc = _MeanAcc()
         self.learning_rate: float | None = None
 
 
@@ -119,6 +126,7 @@ class WindowAggregator:
             if key not in (_RETURN_KEY, *_COUNTED_EPISODE_KEYS):
                 self._episode_keys[key] = None
         self._extra_keys: dict[str, None] = {}
+        self._report_keys: dict[str, None] = {}
         self._win = _Window(self._env_steps_total)
 
     # -- state the driver may need -------------------------------------------------------------
@@ -138,16 +146,18 @@ class WindowAggregator:
     def state_dict(self) -> dict:
         """The open window and the column keys seen (plain Python values, for a checkpoint)."""
         w = dict(vars(self._win))
-        for acc in ("episode_acc", "learner_acc", "extra_acc"):
+        for acc in ("episode_acc", "learner_acc", "extra_acc", "report_acc"):
             w[acc] = {"sums": dict(w[acc].sums), "counts": dict(w[acc].counts)}
         return dict(window=w, next_window_id=self._next_window_id, env_steps_total=self._env_steps_total,
-                    episode_keys=list(self._episode_keys), extra_keys=list(self._extra_keys))
+                    episode_keys=list(self._episode_keys), extra_keys=list(self._extra_keys),
+                    report_keys=list(self._report_keys))
 
     def load_state_dict(self, state: dict) -> None:
         self._next_window_id = int(state["next_window_id"])
         self._env_steps_total = int(state["env_steps_total"])
         self._episode_keys = dict.fromkeys(state["episode_keys"])
         self._extra_keys = dict.fromkeys(state["extra_keys"])
+        self._report_keys = dict.fromkeys(state.get("report_keys", ()))  # none before env reports
         w = _Window(0)
         for key, value in state["window"].items():
             if key.endswith("_acc"):
@@ -160,7 +170,8 @@ class WindowAggregator:
     # -- input ---------------------------------------------------------------------------------
     def add_round(self, env_steps: int, reward_sum: float, episodes: list[dict],
                   learner_metrics: dict | None, wall_time_s: float, *,
-                  extra: dict | None = None, step_rewards: list[float] | None = None) -> list[dict]:
+                  extra: dict | None = None, step_rewards: list[float] | None = None,
+                  env_reports: list[dict] | None = None) -> list[dict]:
         """Add one collection round; return the rows of the windows it closed, in order.
 
         ``step_rewards``: the round's reward sum per vector step (``env_steps`` must divide into
@@ -170,7 +181,9 @@ class WindowAggregator:
         it ended at; default the last). ``learner_metrics``: the update's losses (keys of
         LOSS_KEYS) and ``learning_rate``; None when no update ran (random backend). ``extra``:
         other per-round scalars (e.g. ``policy_lag``), averaged over the window's rounds under
-        their own names.
+        their own names. ``env_reports``: the env's other numeric info dicts (``_step`` as for
+        episodes): each key is averaged over the window's reports into ``env/<key>``, weighted by
+        a report's ``n`` (the episodes it covers) where it has one.
         """
         env_steps = int(env_steps)
         if env_steps < 0:
@@ -184,6 +197,10 @@ class WindowAggregator:
         for ep in episodes or ():
             ep = dict(ep)
             ended_at.setdefault(min(int(ep.pop("_step", T - 1)), T - 1), []).append(ep)
+        reported_at: dict[int, list[dict]] = {}
+        for report in env_reports or ():
+            report = dict(report)
+            reported_at.setdefault(min(int(report.pop("_step", T - 1)), T - 1), []).append(report)
         rows = []
         for t in range(T):
             w = self._win
@@ -197,6 +214,8 @@ class WindowAggregator:
                 w.reward_sum += r
             for ep in ended_at.get(t, ()):
                 self._add_episode(w, ep)
+            for report in reported_at.get(t, ()):
+                self._add_report(w, report)
             if t == T - 1:
                 self._add_update(w, learner_metrics, extra)
             # the next multiple of the window size after the window's start: never drifts
@@ -233,6 +252,15 @@ class WindowAggregator:
                 self._episode_keys[key] = None
             w.episode_acc.add(key, value)
 
+    def _add_report(self, w: _Window, report: dict) -> None:
+        weight = _number(report.get(REPORT_WEIGHT_KEY))
+        weight = 1.0 if weight is None or weight <= 0 else weight
+        for key, value in report.items():
+            if key == REPORT_WEIGHT_KEY or _number(value) is None:
+                continue
+            self._report_keys.setdefault(key, None)
+            w.report_acc.add(key, value, weight)
+
     def flush_partial(self) -> dict | None:
         """Close the open window early (``window_complete`` False); None if it has no step."""
         if self._win.env_steps == 0:
@@ -268,6 +296,8 @@ class WindowAggregator:
         row["wall_time_s"] = self._clock() - self._t0
         for key in self._extra_keys:
             row[key] = w.extra_acc.mean(key)
+        for key in self._report_keys:
+            row[REPORT_PREFIX + key] = w.report_acc.mean(key)
         self._next_window_id += 1
         self._win = _Window(self._env_steps_total)
         return json_safe(row)

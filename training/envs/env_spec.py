@@ -25,6 +25,12 @@ def env_settings(config: dict) -> dict:
     return dict(rules=config.get("env_rules"), time_max=config.get("env_time_max"))
 
 
+def env_build_settings(config: dict) -> dict:
+    """``env_settings`` and ``kwargs`` (``--env-kwargs``): everything ``registry.make_vecenv``
+    needs to build a run's env."""
+    return dict(env_settings(config), kwargs=dict(config.get("env_kwargs") or {}))
+
+
 def env_target(spec: str) -> str:
     """What ``spec`` stands for: a plug-in's ``env`` value, else ``spec`` itself."""
     plugin = find_plugin(spec)
@@ -73,19 +79,21 @@ def check_env_spec(spec: str) -> None:
                            "'gym:<Gymnasium id>' or 'package.module:factory'")
 
 
-def probe_action_space(spec: str):
+def probe_action_space(spec: str, kwargs: dict | None = None):
     """The action space of one env of ``spec``, built once and closed, for the per-space defaults
     of an env without a preset (``config.SPACE_DEFAULTS``); None when it cannot be built here (the
     runners then report the real error). A ``gym:`` id needs only Gymnasium; a factory is called
-    as the runners call it (``num_envs=1`` when it takes it), so its imports load here too."""
+    as the runners call it (``num_envs=1`` when it takes it, and ``kwargs``), so its imports load
+    here too."""
     target = env_target(spec)
+    kwargs = dict(kwargs or {})
     try:
         if target.startswith("gym:"):
-            env = gymnasium.make(gym_id(target))
+            env = gymnasium.make(gym_id(target), **kwargs)
         else:
             factory = resolve_factory(spec)
             takes_num_envs = "num_envs" in inspect.signature(factory).parameters
-            env = factory(num_envs=1) if takes_num_envs else factory()
+            env = factory(num_envs=1, **kwargs) if takes_num_envs else factory(**kwargs)
     except Exception:  # noqa: BLE001 - any failure here is reported where the env is really built
         return None
     try:

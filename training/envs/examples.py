@@ -84,6 +84,42 @@ def multi_countdown(num_envs: int = 4, seed: int = 0):
     return MultiCountdownEnv(num_envs=num_envs, seed=seed)
 
 
+class ReportingEnv(pufferlib.PufferEnv):
+    """Reports the way PufferLib's C envs do: one-step episodes scoring 1 (reward 1 for action 1),
+    summarised every ``report_every`` steps in one info dict without an ``env_index``:
+    ``{"score": mean score, "n": episodes summarised}``."""
+
+    def __init__(self, num_envs: int = 4, seed: int = 0, report_every: int = 8, buf=None):
+        self.single_observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.single_action_space = spaces.Discrete(2)
+        self.num_agents = num_envs
+        super().__init__(buf)
+        self.report_every, self.t, self.scores = report_every, 0, []
+
+    def reset(self, seed=None):
+        self.observations[:] = 0.0
+        return self.observations, []
+
+    def step(self, actions):
+        self.t += 1
+        self.rewards[:] = np.asarray(actions).reshape(-1) == 1
+        self.terminals[:] = True
+        self.truncations[:] = False
+        self.scores += [1.0] * self.num_agents
+        infos = []
+        if self.t % self.report_every == 0:
+            infos.append({"score": float(np.mean(self.scores)), "n": len(self.scores)})
+            self.scores = []
+        return self.observations, self.rewards, self.terminals, self.truncations, infos
+
+    def close(self):
+        pass
+
+
+def reporting(num_envs: int = 4, seed: int = 0, report_every: int = 8):
+    return ReportingEnv(num_envs=num_envs, seed=seed, report_every=report_every)
+
+
 class ReachEnv(pufferlib.PufferEnv):
     """A continuous-control fixture. Env i has the target ``(i % 3 - 1) / 2`` (-0.5, 0 or 0.5) and
     observes it far off its natural scale, ``[1000 + 100 * target, t / length]``, as raw physical

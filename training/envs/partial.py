@@ -67,8 +67,8 @@ class RecallEnv(pufferlib.PufferEnv):
         pass
 
 
-def recall(num_envs: int = 4, seed: int = 0):
-    return RecallEnv(num_envs=num_envs, seed=seed)
+def recall(num_envs: int = 4, seed: int = 0, length: int = 16):
+    return RecallEnv(num_envs=num_envs, seed=seed, length=length)
 
 
 def cartpole_positions():

@@ -6,7 +6,8 @@
   must return one native PufferEnv holding that many agents; otherwise it is called once per env
   and may return a PufferEnv (single agent) or a Gymnasium env. ``--env-rules`` and
   ``--env-time-max`` reach a factory as its ``rules`` and ``time_max`` arguments when it takes
-  them and they are set.
+  them and they are set; ``--env-kwargs`` (``kwargs``) reaches a factory as keyword arguments, and
+  a Gymnasium id as ``gymnasium.make(id, **kwargs)``.
 
 Every vector env returned has PufferLib's buffers (observations, rewards, terminals, truncations)
 and the attribute ``autoreset_same_step``: True when a finished env is reset inside the step that
@@ -27,8 +28,9 @@ import pufferlib.vector
 from training.envs.env_spec import EnvSpecError, check_env_spec, env_target, gym_id, resolve_factory
 
 
-def _gym_creator(env_id: str, buf=None, seed=0):
-    return pufferlib.emulation.GymnasiumPufferEnv(env_creator=gymnasium.make, env_args=[env_id], buf=buf, seed=seed)
+def _gym_creator(env_id: str, kwargs: dict, buf=None, seed=0):
+    return pufferlib.emulation.GymnasiumPufferEnv(env_creator=gymnasium.make, env_args=[env_id], env_kwargs=kwargs,
+                                                  buf=buf, seed=seed)
 
 
 def _factory_creator(factory, kwargs: dict, buf=None, seed=0):
@@ -46,16 +48,23 @@ def _factory_creator(factory, kwargs: dict, buf=None, seed=0):
 
 
 def make_vecenv(spec: str, num_envs: int, seed: int, *, rules: str | None = None, time_max: int | None = None,
-                vector_backend: str = "serial"):
+                kwargs: dict | None = None, vector_backend: str = "serial"):
     check_env_spec(spec)
     target = env_target(spec)
+    kwargs = dict(kwargs or {})
     if target.startswith("gym:"):
-        creator = functools.partial(_gym_creator, gym_id(target))
+        creator = functools.partial(_gym_creator, gym_id(target), kwargs)
     else:
         factory = resolve_factory(spec)
         params = inspect.signature(factory).parameters
         # what the factory takes of the settings that are set; None leaves the env's own default
         settings = {k: v for k, v in dict(rules=rules, time_max=time_max).items() if v is not None and k in params}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(kwargs) - set(params))
+            if unknown:
+                raise EnvSpecError(f"--env-kwargs: the factory of --env {spec!r} takes no argument "
+                                   f"{', '.join(map(repr, unknown))} (it takes {', '.join(params) or 'none'})")
+        settings.update(kwargs)
         if "num_envs" in params:
             env = factory(num_envs=num_envs, **settings, **({"seed": seed} if "seed" in params else {}))
             if not isinstance(env, pufferlib.PufferEnv) or env.num_agents != num_envs:
