@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, on_window=None, exit_on_second_signal: bool = True) 
     """Run (or resume) one training run. Returns the final run metadata. ``on_window(row)`` is
     called with every window row once it is written; returning False stops the run as an
     interrupt does (final checkpoint, status ``stopped``)."""
-    check_env_spec(cfg.env)  # an unknown env fails before anything starts or is written
+    check_env_spec(cfg.env, cfg.env_kwargs)  # an unknown env fails before anything starts or is written
     store = _open_store(cfg)
     state = RunState(exit_on_second_signal=exit_on_second_signal, on_window=on_window)
     started_ray = _start_ray(cfg)

@@ -39,8 +39,13 @@ class EnvRunner:
         self.calls = 0
         n = cfg.envs_per_worker
         first_seed = cfg.seed + index * n + incarnation * INCARNATION_SEED_STRIDE
-        self.env = make_vecenv(cfg.env, n, seed=first_seed, rules=cfg.env_rules, time_max=cfg.env_time_max,
-                               kwargs=cfg.env_kwargs, vector_backend=cfg.ppo_vector_backend)
+        self.env, self.build_error = None, None
+        try:
+            self.env = make_vecenv(cfg.env, n, seed=first_seed, rules=cfg.env_rules, time_max=cfg.env_time_max,
+                                   kwargs=cfg.env_kwargs, vector_backend=cfg.ppo_vector_backend)
+        except Exception as e:  # noqa: BLE001 - raised again by env_info: an error of an actor's creation
+            self.build_error = e  # reaches the driver as text only, a method's error as itself
+            return
         teacher = None
         if cfg.kickstart_teacher:
             teacher = load_behaviour(behaviour_ref(cfg.kickstart_teacher, cfg.env, "--kickstart-teacher"),
@@ -57,6 +62,8 @@ class EnvRunner:
         """What the policy factory sees of the env (``training.envs.env_info.EnvInfo``)."""
         from training.envs.env_info import EnvInfo
 
+        if self.build_error is not None:
+            raise self.build_error
         return EnvInfo.of(self.env)
 
     def node_id(self) -> str:
@@ -100,7 +107,8 @@ class EnvRunner:
         return self.collector.load_state_dict(state)
 
     def close(self) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
 
 
 RemoteEnvRunner = ray.remote(EnvRunner)

@@ -16,6 +16,7 @@ from ray.exceptions import RayActorError
 from ray_app.placement import runner_options, runner_placement_group
 from ray_app.runner import RemoteEnvRunner
 from training.config import TrainConfig
+from training.envs.env_spec import env_build_error
 
 
 class RunnerKeepsDying(RuntimeError):
@@ -43,6 +44,9 @@ class RunnerPool:
             raise RuntimeError(f"the env runners could not be placed within {cfg.wait_for_resources_s:g}s "
                                f"(each needs {cfg.runner_num_cpus:g} CPU; --runner-placement {cfg.runner_placement}); "
                                "lower --ppo-num-workers or add nodes") from None
+        except ray.exceptions.RayTaskError as e:  # the env could not be built (EnvRunner.env_info)
+            self.shutdown()
+            raise env_build_error(cfg.env, cfg.env_kwargs, e.cause if e.cause is not None else e) from None
         self.env_info = infos[0]  # what the learner builds the policy from
 
     def _start(self, index: int):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from training.config import ConfigError, config_from_args
-from training.envs.env_spec import EnvSpecError
+from training.envs.env_spec import EnvSpecError, check_env_spec
 from training.envs.registry import make_vecenv
 from training.rollout import RolloutCollector
 from training.windowing import WindowAggregator
@@ -30,7 +30,9 @@ def test_env_kwargs_reach_a_factory_and_gymnasium_make():
     assert any(ep["truncated"] for ep in episodes)
 
 
-def test_env_kwargs_a_factory_does_not_take_are_named():
+def test_env_kwargs_a_factory_does_not_take_are_named_before_anything_starts():
+    with pytest.raises(EnvSpecError, match=r"--env-kwargs: .* takes no argument 'lenght'"):
+        check_env_spec(RECALL, {"lenght": 4})  # what the driver calls first
     with pytest.raises(EnvSpecError, match=r"--env-kwargs: .* takes no argument 'lenght'"):
         make_vecenv(RECALL, 2, 0, kwargs={"lenght": 4})
 
@@ -75,19 +77,22 @@ def test_a_puffer_style_env_report_is_collected_with_its_step():
     assert collector.reports[0] == {"score": 1.0, "n": 6.0, "_step": 2}
 
 
+def train(*args):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "ray_app", "train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_a_real_env_run_records_its_kwargs_and_reports(tmp_path):
     """HalfCheetah-v5 reports x_velocity, reward_forward and reward_ctrl in every step's infos
     (PufferLib's vector env averages them over its envs); with --env-kwargs it runs shorter
-    episodes, recorded in config.json."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    res = subprocess.run(
-        [sys.executable, "-m", "ray_app", "train", "--env", "gym:HalfCheetah-v5", "--env-kwargs",
-         '{"max_episode_steps": 100, "ctrl_cost_weight": 0.2}', "--ppo-num-envs", "2", "--ppo-num-workers", "1",
-         "--ppo-rollout-steps", "128", "--ppo-num-minibatches", "4", "--ppo-update-epochs", "1",
-         "--total-env-steps", "1024", "--window-env-steps", "512", "--run-root", str(tmp_path), "--run-id", "hc"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    episodes, recorded in config.json. A keyword gymnasium.make rejects fails in one line."""
+    res = train("--env", "gym:HalfCheetah-v5", "--env-kwargs", '{"max_episode_steps": 100, "ctrl_cost_weight": 0.2}',
+                "--ppo-num-envs", "2", "--ppo-num-workers", "1", "--ppo-rollout-steps", "128", "--ppo-num-minibatches",
+                "4", "--ppo-update-epochs", "1", "--total-env-steps", "1024", "--window-env-steps", "512",
+                "--run-root", str(tmp_path), "--run-id", "hc")
     assert res.returncode == 0, res.stderr[-3000:]
     run_dir = tmp_path / "hc"
     config = json.loads((run_dir / "config.json").read_text())
@@ -97,3 +102,10 @@ def test_a_real_env_run_records_its_kwargs_and_reports(tmp_path):
     for key in ("env/x_velocity", "env/reward_ctrl"):
         assert all(isinstance(r[key], float) for r in rows), key
     assert all(r["env/reward_ctrl"] < 0 for r in rows)
+
+    res = train("--env", "gym:CartPole-v1", "--env-kwargs", '{"bogus": 4}', "--run-root", str(tmp_path),
+                "--run-id", "bad", "--total-env-steps", "2048", "--window-env-steps", "1024")
+    assert res.returncode == 2, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --env 'gym:CartPole-v1': the env could not be built with --env-kwargs") and \
+        "unexpected keyword argument 'bogus'" in last, res.stderr[-2000:]

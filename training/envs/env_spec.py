@@ -59,8 +59,29 @@ def gym_id(target: str) -> str:
     return env_id
 
 
-def check_env_spec(spec: str) -> None:
-    """Fail fast (before any actor starts) on an env value that cannot work."""
+def check_factory_kwargs(factory, spec: str, kwargs: dict | None) -> None:
+    """``--env-kwargs`` keys a factory does not take (it has no ``**kwargs``) fail, by name."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs or {}) - set(params))
+    if unknown:
+        raise EnvSpecError(f"--env-kwargs: the factory of --env {spec!r} takes no argument "
+                           f"{', '.join(map(repr, unknown))} (it takes {', '.join(params) or 'none'})")
+
+
+def env_build_error(spec: str, kwargs: dict | None, error: BaseException) -> ValueError:
+    """The error to report for an env the runners could not build: the runner's own when it names
+    a setting (``EnvSpecError``, ``ConfigError``), else one naming the env (and ``--env-kwargs``)."""
+    if isinstance(error, EnvSpecError) or (isinstance(error, ValueError) and hasattr(error, "flag")):
+        return error  # hasattr: a training.config.ConfigError, which this module cannot import
+    given = f" with --env-kwargs {kwargs}" if kwargs else ""
+    return EnvSpecError(f"--env {spec!r}: the env could not be built{given} ({type(error).__name__}: {error})")
+
+
+def check_env_spec(spec: str, kwargs: dict | None = None) -> None:
+    """Fail fast (before any actor starts) on an env value that cannot work, and on ``kwargs``
+    (``--env-kwargs``) a factory named directly does not take."""
     target = env_target(spec)
     if target.startswith("gym:"):
         env_id = gym_id(target)
@@ -72,7 +93,7 @@ def check_env_spec(spec: str) -> None:
         except PluginError as e:
             raise EnvSpecError(f"--env {spec!r}: {e}") from None
     elif is_ref(target):
-        resolve_factory(spec)
+        check_factory_kwargs(resolve_factory(spec), spec, kwargs)
     else:
         names = ", ".join(plugin_names()) or "none installed"
         raise EnvSpecError(f"--env {spec!r}: unknown env; use a registered env ({names}), "

@@ -25,7 +25,8 @@ import pufferlib
 import pufferlib.emulation
 import pufferlib.vector
 
-from training.envs.env_spec import EnvSpecError, check_env_spec, env_target, gym_id, resolve_factory
+from training.envs.env_spec import (EnvSpecError, check_env_spec, check_factory_kwargs, env_target, gym_id,
+                                    resolve_factory)
 
 
 def _gym_creator(env_id: str, kwargs: dict, buf=None, seed=0):
@@ -59,11 +60,7 @@ def make_vecenv(spec: str, num_envs: int, seed: int, *, rules: str | None = None
         params = inspect.signature(factory).parameters
         # what the factory takes of the settings that are set; None leaves the env's own default
         settings = {k: v for k, v in dict(rules=rules, time_max=time_max).items() if v is not None and k in params}
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            unknown = sorted(set(kwargs) - set(params))
-            if unknown:
-                raise EnvSpecError(f"--env-kwargs: the factory of --env {spec!r} takes no argument "
-                                   f"{', '.join(map(repr, unknown))} (it takes {', '.join(params) or 'none'})")
+        check_factory_kwargs(factory, spec, kwargs)
         settings.update(kwargs)
         if "num_envs" in params:
             env = factory(num_envs=num_envs, **settings, **({"seed": seed} if "seed" in params else {}))
