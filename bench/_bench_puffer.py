@@ -57,13 +57,21 @@ def _import_pufferl():
     return pufferl, QuietPuffeRL
 
 
-def _cartpole_env(buf=None, seed=0):
-    import gymnasium
+def _stats_env(make_gym_env, buf=None, seed=0):
+    """A Gymnasium env behind PufferLib's emulation, with ``EpisodeStats`` so that PuffeRL sees
+    episode returns in the infos."""
     import pufferlib.emulation
     from pufferlib.pufferlib import EpisodeStats
 
-    return pufferlib.emulation.GymnasiumPufferEnv(
-        env_creator=lambda: EpisodeStats(gymnasium.make("CartPole-v1")), buf=buf, seed=seed)
+    return pufferlib.emulation.GymnasiumPufferEnv(env_creator=lambda: EpisodeStats(make_gym_env()), buf=buf, seed=seed)
+
+
+def stats_vecenv(make_gym_env, num_envs: int, seed: int):
+    """``num_envs`` of ``_stats_env`` under PufferLib's Serial backend."""
+    import pufferlib.vector
+
+    creator = functools.partial(_stats_env, make_gym_env)
+    return pufferlib.vector.make(creator, num_envs=num_envs, backend=pufferlib.vector.Serial, seed=seed)
 
 
 def make_vecenv(env_spec: str, num_envs: int, seed: int):
@@ -75,7 +83,9 @@ def make_vecenv(env_spec: str, num_envs: int, seed: int):
         creator = functools.partial(ProspectorEnv, num_envs=num_envs)
         return pufferlib.vector.make(creator, num_envs=1, backend=pufferlib.vector.Serial, seed=seed)
     if env_spec == "gym:CartPole-v1":
-        return pufferlib.vector.make(_cartpole_env, num_envs=num_envs, backend=pufferlib.vector.Serial, seed=seed)
+        import gymnasium
+
+        return stats_vecenv(functools.partial(gymnasium.make, "CartPole-v1"), num_envs, seed)
     raise ValueError(f"no PuffeRL vecenv for {env_spec!r}")
 
 

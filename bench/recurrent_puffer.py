@@ -9,7 +9,7 @@ Same env (``training.envs.partial.cartpole_positions`` behind PufferLib's emulat
 over the 64 steps, 4 minibatches of 4 segments, 8 epochs, lr 1e-3 annealed, gamma 0.99, lambda
 0.95, entropy 0). What differs is each trainer's own: PuffeRL starts every training segment from a
 zero state and does not reset it where an episode ends inside the segment; it has no observation
-normalisation, so this trainer's preset is also shown without it (``--no-ppo-norm-obs``).
+normalisation (docs/BENCHMARKS.md also gives this trainer's run without it, ``--no-ppo-norm-obs``).
 """
 
 from __future__ import annotations
@@ -23,20 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_vecenv(num_envs: int, seed: int):
-    import pufferlib.emulation
-    import pufferlib.vector
-    from pufferlib.pufferlib import EpisodeStats
-
-    from training.envs.partial import cartpole_positions
-
-    def creator(buf=None, seed=0):
-        return pufferlib.emulation.GymnasiumPufferEnv(env_creator=lambda: EpisodeStats(cartpole_positions()),
-                                                      buf=buf, seed=seed)
-
-    return pufferlib.vector.make(creator, num_envs=num_envs, backend=pufferlib.vector.Serial, seed=seed)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
@@ -46,12 +32,13 @@ def main(argv=None) -> int:
     import torch
     from pufferlib.models import LSTMWrapper
 
-    from bench._bench_puffer import _import_pufferl, puffer_config
+    from bench._bench_puffer import _import_pufferl, puffer_config, stats_vecenv
+    from training.envs.partial import cartpole_positions
     from training.policy import MLPPolicy
 
     _, QuietPuffeRL = _import_pufferl()
     torch.manual_seed(args.seed)
-    vecenv = make_vecenv(16, args.seed)
+    vecenv = stats_vecenv(cartpole_positions, 16, args.seed)
     env = vecenv.driver_env
     policy = LSTMWrapper(env, MLPPolicy(env, hidden=(64, 64), core_size=64), input_size=2, hidden_size=64)
     spec = dict(env_spec="cartpole_positions", seed=args.seed, num_envs=16, rollout=64, minibatches=4, epochs=8)

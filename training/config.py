@@ -298,9 +298,17 @@ def _check_recurrent(cfg: TrainConfig) -> None:
     size = cfg.policy_lstm_size
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ConfigError("--policy-lstm-size", f"must be an integer >= 0 (0: no LSTM); got {size!r}")
-    if size and cfg.ppo_num_envs % cfg.ppo_num_minibatches:
+    if size:
+        check_env_columns(cfg)
+
+
+def check_env_columns(cfg: TrainConfig) -> None:
+    """A recurrent policy trains on minibatches of whole env columns: the minibatches must split
+    the envs. Checked here for --policy-lstm-size, and by the learner for any recurrent policy."""
+    if cfg.ppo_num_envs % cfg.ppo_num_minibatches:
         raise ConfigError("--ppo-num-minibatches", f"{cfg.ppo_num_minibatches} does not divide --ppo-num-envs "
-                                                   f"{cfg.ppo_num_envs}: an LSTM trains on minibatches of whole env columns")
+                                                   f"{cfg.ppo_num_envs}: a recurrent policy trains on minibatches "
+                                                   "of whole env columns")
 
 
 def _check_behaviour(value: str, env: str, flag_name: str) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from training.adam import Adam
 from training.agent import build_agent, get_weights, make_spec
-from training.config import ConfigError, TrainConfig
+from training.config import TrainConfig, check_env_columns
 from training.hardware import native_bfloat16
 from training.normalization import Moments, RewardScaler
 from training.ppo import compute_gae, compute_vtrace, env_column_minibatches, forward_float32, linear_lr, ppo_update
@@ -72,10 +72,8 @@ class PPOLearner:
         self.generator = np.random.default_rng(cfg.seed + 1)
         self.amp_dtype = resolve_precision(cfg.learner_precision, device)
         self.reward_scaler = RewardScaler(cfg.ppo_gamma) if cfg.ppo_norm_reward else None
-        if self.policy.recurrent and cfg.ppo_num_envs % cfg.ppo_num_minibatches:
-            raise ConfigError("--ppo-num-minibatches", f"{cfg.ppo_num_minibatches} does not divide --ppo-num-envs "
-                                                       f"{cfg.ppo_num_envs}: a recurrent policy trains on minibatches "
-                                                       "of whole env columns")
+        if self.policy.recurrent:
+            check_env_columns(cfg)
 
     @property
     def policy_spec(self) -> dict:

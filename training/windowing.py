@@ -87,6 +87,15 @@ class _Window:
         self.learning_rate: float | None = None
 
 
+def _by_step(items: Iterable[dict] | None, T: int) -> dict[int, list[dict]]:
+    """Copies of ``items`` without their ``_step`` (default: the last), grouped by it."""
+    grouped: dict[int, list[dict]] = {}
+    for item in items or ():
+        item = dict(item)
+        grouped.setdefault(min(int(item.pop("_step", T - 1)), T - 1), []).append(item)
+    return grouped
+
+
 class WindowAggregator:
     """Accumulates rounds and emits one row per window.
 
@@ -193,14 +202,7 @@ class WindowAggregator:
         if T == 0 or env_steps % T:
             raise ValueError(f"{env_steps} env steps do not split into {T} vector steps")
         per_step = env_steps // T
-        ended_at: dict[int, list[dict]] = {}
-        for ep in episodes or ():
-            ep = dict(ep)
-            ended_at.setdefault(min(int(ep.pop("_step", T - 1)), T - 1), []).append(ep)
-        reported_at: dict[int, list[dict]] = {}
-        for report in env_reports or ():
-            report = dict(report)
-            reported_at.setdefault(min(int(report.pop("_step", T - 1)), T - 1), []).append(report)
+        ended_at, reported_at = _by_step(episodes, T), _by_step(env_reports, T)
         rows = []
         for t in range(T):
             w = self._win
