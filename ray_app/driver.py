@@ -208,6 +208,7 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
             spec = _learner_ready(learner, learner.build.remote(pool.env_info), cfg)
         runner_nodes = pool.node_ids()
         meta.update(runner_nodes=sorted(set(runner_nodes)), learner_device=device,
+                    agents_per_env=pool.env_info.num_agents,
                     learner_node=ray.get(learner.node_id.remote()) if learner else None)
         if learner is not None:
             beside = sum(cfg.runner_num_cpus for node in runner_nodes if node == meta["learner_node"])

@@ -66,7 +66,7 @@ class RunRecorder:
         self.pool, self.replays, self.encode, self.policy_spec = pool, replays, encode, policy_spec
         self.restarts_before = meta.get("runner_restarts", 0)
         self.agg = WindowAggregator(cfg.run_id, cfg.window_env_steps, start_window_id=state.window_id + 1,
-                                    start_env_steps=state.env_steps)
+                                    start_env_steps=state.env_steps, agents_per_env=pool.env_info.num_agents)
         if state.window_state is not None:  # resumed: the open window as the checkpoint left it
             self.agg.load_state_dict(state.window_state)
         self.status_line = StatusLine(cfg.total_env_steps)

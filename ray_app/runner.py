@@ -7,6 +7,8 @@ driver's process stays free of both (README, "Layout").
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import ray
 from ray.exceptions import RayActorError
@@ -57,6 +59,8 @@ class EnvRunner:
                                           rollin_prob=cfg.kickstart_rollin_prob)
         self.learns = cfg.trainer_backend == "puffer_ppo"
         self.version = -1
+        # a multi-agent env holds several rows (agents) per env; env steps count envs, not rows
+        self.agents_per_env = int(getattr(self.env, "num_agents_per_env", 1))
 
     def env_info(self):
         """What the policy factory sees of the env (``training.envs.env_info.EnvInfo``)."""
@@ -64,7 +68,7 @@ class EnvRunner:
 
         if self.build_error is not None:
             raise self.build_error
-        return EnvInfo.of(self.env)
+        return dataclasses.replace(EnvInfo.of(self.env), num_agents=self.agents_per_env)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -92,7 +96,7 @@ class EnvRunner:
         summary = dict(
             runner=self.index,
             policy_version=self.version,
-            env_steps=int(batch["rewards"].size),
+            env_steps=int(batch["rewards"].size) // self.agents_per_env,
             reward_sum=float(step_rewards.sum()),
             step_rewards=step_rewards.tolist(),
             episodes=episodes,

@@ -90,7 +90,7 @@ def make_act_fn(policy: Agent | None, action_space, deterministic: bool = True, 
 
     def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+            x = torch.as_tensor(np.asarray(obs), device=device)  # the env's dtype: the policy casts
             if policy.recurrent and not state:
                 state.update(policy.initial_state(len(x), device))
             action, _, _ = policy.act(x, deterministic=deterministic, generator=gen, with_value=False,
@@ -119,13 +119,14 @@ def single_thread():
 
 def _play(act_fn: ActFn, env_spec: str, seeds: list[int], settings: dict, vector_backend: str,
           max_steps) -> list[dict]:
-    """One record per seed: the first episode of env i, seeded seeds[0] + i. A record holds the
-    return, length and ending counted here, updated with the env's own info for that episode
-    (the dicts with an ``env_index`` it reports when an episode ends)."""
+    """One record per seed and agent: the first episode of each agent of env i, seeded seeds[0] + i.
+    A record holds the return, length and ending counted here, updated with the env's own info for
+    that episode (the dicts with an ``env_index`` it reports when an episode ends)."""
     from training.envs.registry import make_vecenv
 
-    n = len(seeds)
-    env = make_vecenv(env_spec, n, seeds[0], vector_backend=vector_backend, **settings)
+    env = make_vecenv(env_spec, len(seeds), seeds[0], vector_backend=vector_backend, **settings)
+    n = env.num_agents  # one row per agent: k rows per env
+    seed_of_row = np.repeat(seeds, n // len(seeds))
     try:
         obs, _ = env.reset(seed=seeds[0])  # env i plays seed + i (PufferLib's rule, and native envs')
         ret = np.zeros(n)
@@ -145,7 +146,7 @@ def _play(act_fn: ActFn, env_spec: str, seeds: list[int], settings: dict, vector
                 done[i] = True
                 records[i] = {"episode_return": float(ret[i]), "episode_length": int(length[i]),
                               "terminated": int(term[i]), "truncated": int(trunc[i] and not term[i]),
-                              **reported.get(int(i), {}), "env_index": int(i), "seed": int(seeds[i])}
+                              **reported.get(int(i), {}), "env_index": int(i), "seed": int(seed_of_row[i])}
     finally:
         env.close()
     if not done.all():

@@ -64,6 +64,7 @@ class RolloutCollector:
         obs, _ = vecenv.reset(seed=seed)
         self._check_obs(obs, where="reset")
         self.obs = np.array(obs, copy=True)
+        self.present = self._agents_present()
         self.pending_reset = np.zeros(self.num_envs, dtype=bool)
         self.ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
@@ -85,6 +86,16 @@ class RolloutCollector:
         if tuple(np.shape(obs)) != expected:
             raise EnvOutputError(f"env {self.env_name!r}: observation has shape {tuple(np.shape(obs))} "
                                  f"at {where}, expected {expected}")
+
+    def _agents_present(self) -> np.ndarray:
+        """Which rows of the current observation hold an agent: PufferLib's ``masks`` (a multi-agent
+        env's absent agents, dead or not yet there, are padding rows). Serial envs and PufferEnvs
+        keep it in ``masks``, the Multiprocessing backend in ``batch_mask``."""
+        for name in ("masks", "batch_mask"):
+            mask = getattr(self.env, name, None)
+            if mask is not None and np.shape(mask) == (self.num_envs,):
+                return np.array(mask, dtype=bool)
+        return np.ones(self.num_envs, dtype=bool)
 
     def _act(self, obs: np.ndarray):
         if self.policy is None:
@@ -173,8 +184,9 @@ class RolloutCollector:
                 self.rollin_left[played] -= 1
                 self.ep_teacher += played
             actions[t] = action
-            valid[t] = ~self.pending_reset
+            valid[t] = ~self.pending_reset & self.present
             obs, rew, term, trunc, infos = self.env.step(env_action)
+            self.present = self._agents_present()
             self._check_obs(obs, where=f"step {t}")
             rewards[t] = rew
             terminals[t] = term
@@ -230,7 +242,8 @@ class RolloutCollector:
 
     def state_dict(self) -> dict:
         return dict(
-            obs=self.obs.copy(), pending_reset=self.pending_reset.copy(), ep_return=self.ep_return.copy(),
+            obs=self.obs.copy(), pending_reset=self.pending_reset.copy(), present=self.present.copy(),
+            ep_return=self.ep_return.copy(),
             ep_length=self.ep_length.copy(), numpy_rng=self.rng.bit_generator.state,
             # as NumPy: whoever fetches this state (the learner, writing a checkpoint) needs no torch
             torch_rng=self.torch_gen.get_state().numpy(), env=self.env.get_state() if self.exact_state else None,
@@ -250,6 +263,7 @@ class RolloutCollector:
         self.env.set_state(state["env"])
         self.obs = np.array(state["obs"], copy=True)
         self.pending_reset = state["pending_reset"].copy()
+        self.present = np.array(state.get("present", np.ones(self.num_envs, bool)), dtype=bool)  # older: none
         self.ep_return = state["ep_return"].copy()
         self.ep_length = state["ep_length"].copy()
         if "rollin_rng" in state:  # checkpoints from before roll-ins have none
@@ -273,7 +287,8 @@ class RolloutCollector:
                     self.reports.append({**numbers, "_step": int(t)})
         self.ep_return += np.where(valid, rew, 0.0)
         self.ep_length += valid
-        done = np.flatnonzero(term | trunc)
+        # a padding row (an absent agent's, or an emulated env's reset step) ends no episode
+        done = np.flatnonzero((term | trunc) & valid)
         if len(done) == 0:
             return
         by_env = {int(i["env_index"]): i for i in infos if isinstance(i, dict) and "env_index" in i}

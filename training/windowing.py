@@ -112,17 +112,22 @@ class WindowAggregator:
     wall time, overhead included, split evenly over its vector steps); ``wall_time_s`` in a row
     is seconds on ``clock`` since this aggregator was created, i.e. since the run (or the resumed
     run) started. ``state_dict`` holds the open window, so a resume continues it exactly.
+
+    Multi-agent envs (``agents_per_env`` > 1): env steps count envs, one per env and vector step
+    whatever its agents; episodes are the agents' own (``return_mean`` is the mean per agent), and
+    ``reward_mean`` is per agent step. Rows then carry ``agents_per_env``.
     """
 
     def __init__(self, run_id: str, window_env_steps: int, start_window_id: int = 0,
                  start_env_steps: int = 0, *, episode_keys: Iterable[str] = (),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, agents_per_env: int = 1) -> None:
         if int(window_env_steps) <= 0:
             raise ValueError(f"window_env_steps must be positive, got {window_env_steps}")
         if int(start_window_id) < 0 or int(start_env_steps) < 0:
             raise ValueError("start_window_id and start_env_steps must be >= 0")
         self.run_id = run_id
         self.window_env_steps = int(window_env_steps)
+        self.agents_per_env = int(agents_per_env)
         self._next_window_id = int(start_window_id)
         self._env_steps_total = int(start_env_steps)
         self._clock = clock
@@ -286,9 +291,11 @@ class WindowAggregator:
             "terminated_episodes": w.terminated,
             "truncated_episodes": w.truncated,
             "reward_sum": reward_sum,
-            "reward_mean": reward_sum / steps if steps and reward_sum is not None else None,
+            "reward_mean": reward_sum / (steps * self.agents_per_env) if steps and reward_sum is not None else None,
             "return_mean": w.episode_acc.mean(_RETURN_KEY),
         }
+        if self.agents_per_env > 1:
+            row["agents_per_env"] = self.agents_per_env
         for key in self._episode_keys:
             row[f"{key}_mean"] = w.episode_acc.mean(key)
         for key in LOSS_KEYS:

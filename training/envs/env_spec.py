@@ -3,11 +3,15 @@ driver calls this; ``registry.make_vecenv`` builds the env inside the actors).
 
 An ``--env`` value is one of: the name of a registered env plug-in (``plugin.EnvPlugin``), which
 stands for the plug-in's own ``env`` value; ``gym:<Gymnasium id>`` (``gym:pkg.module:Id`` imports
-the module that registers the id first, as ``gymnasium.make`` does); ``pkg.module:factory``.
+the module that registers the id first, as ``gymnasium.make`` does); ``pz:<PettingZoo id>`` (PettingZoo's
+registry, ``pz:classic/rps-v2``) or ``pz:<pkg.module>`` (a module whose ``parallel_env(**kwargs)``
+builds the env), a PettingZoo parallel env; ``pkg.module:factory``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 
 import gymnasium
@@ -59,6 +63,28 @@ def gym_id(target: str) -> str:
     return env_id
 
 
+def pz_parallel_env(target: str):
+    """``(make, argument)`` for a ``pz:`` target: PettingZoo's registry for an id it knows
+    (``pz:classic/rps-v2`` -> ``pettingzoo.make("parallel", id, **kwargs)``), else the
+    ``parallel_env`` of the module named (``pz:my_pkg.my_env``). Checked, not built."""
+    name = target[len("pz:"):]
+    try:
+        import pettingzoo
+    except ImportError as e:
+        raise EnvSpecError(f"--env {target!r}: PettingZoo is not installed ({e}); pip install pettingzoo") from None
+    if name in pettingzoo.parallel_registry:
+        return (lambda env_id, **kwargs: pettingzoo.make("parallel", env_id, **kwargs)), name
+    try:
+        found = bool(name) and importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError) as e:  # a parent package fails to import, or is missing
+        raise EnvSpecError(f"--env {target!r}: cannot import {name!r} ({e})") from None
+    if not found:
+        known = ", ".join(sorted(pettingzoo.parallel_registry)[:3])
+        raise EnvSpecError(f"--env {target!r}: {name!r} is neither a PettingZoo parallel env id (such as {known}) "
+                           "nor a module with a parallel_env() function")
+    return (lambda module, **kwargs: importlib.import_module(module).parallel_env(**kwargs)), name
+
+
 def check_factory_kwargs(factory, spec: str, kwargs: dict | None) -> None:
     """``--env-kwargs`` keys a factory does not take (it has no ``**kwargs``) fail, by name."""
     params = inspect.signature(factory).parameters
@@ -87,6 +113,8 @@ def check_env_spec(spec: str, kwargs: dict | None = None) -> None:
         env_id = gym_id(target)
         if env_id not in gymnasium.registry:
             raise EnvSpecError(f"--env {spec!r}: unknown Gymnasium id {env_id!r}")
+    elif target.startswith("pz:"):
+        pz_parallel_env(target)
     elif find_plugin(spec) is not None:
         try:
             check_ref(target, f"env plug-in {spec!r}: env")  # found, not imported: the driver stays light
@@ -97,7 +125,7 @@ def check_env_spec(spec: str, kwargs: dict | None = None) -> None:
     else:
         names = ", ".join(plugin_names()) or "none installed"
         raise EnvSpecError(f"--env {spec!r}: unknown env; use a registered env ({names}), "
-                           "'gym:<Gymnasium id>' or 'package.module:factory'")
+                           "'gym:<Gymnasium id>', 'pz:<PettingZoo env module>' or 'package.module:factory'")
 
 
 def probe_action_space(spec: str, kwargs: dict | None = None):
@@ -111,6 +139,9 @@ def probe_action_space(spec: str, kwargs: dict | None = None):
     try:
         if target.startswith("gym:"):
             env = gymnasium.make(gym_id(target), **kwargs)
+        elif target.startswith("pz:"):
+            make, name = pz_parallel_env(target)
+            env = make(name, **kwargs)
         else:
             factory = resolve_factory(spec)
             takes_num_envs = "num_envs" in inspect.signature(factory).parameters
@@ -118,6 +149,8 @@ def probe_action_space(spec: str, kwargs: dict | None = None):
     except Exception:  # noqa: BLE001 - any failure here is reported where the env is really built
         return None
     try:
+        if callable(getattr(env, "action_space", None)):  # a PettingZoo env: one agent's space
+            return env.action_space(env.possible_agents[0])
         return getattr(env, "single_action_space", None) or env.action_space
     finally:
         close = getattr(env, "close", None)
