@@ -93,7 +93,8 @@ def puffer_config(spec: dict, hp: dict, total_timesteps: int, data_dir: str) -> 
     batch = spec["num_envs"] * spec["rollout"]
     minibatch = batch // spec["minibatches"]
     return dict(
-        env=spec["env_spec"], seed=spec["seed"], torch_deterministic=False, device="cpu", cpu_offload=False,
+        env=spec["env_spec"], seed=spec["seed"], torch_deterministic=False, device=spec.get("device", "cpu"),
+        cpu_offload=False,
         use_rnn=False, compile=False, compile_mode="default", compile_fullgraph=False,
         precision=spec.get("precision", "float32"),
         batch_size=batch, bptt_horizon=spec["rollout"], minibatch_size=minibatch, max_minibatch_size=minibatch,
@@ -112,6 +113,7 @@ def run_puffer(spec: dict, t0: float) -> dict:
     torch.manual_seed(spec["seed"])
     vecenv = make_vecenv(spec["env_spec"], spec["num_envs"], spec["seed"])
     policy = PufferPolicy(vecenv.single_observation_space, vecenv.single_action_space, spec["hidden"])
+    policy = policy.to(spec.get("device", "cpu"))  # PuffeRL trains the policy where it is (bench/device)
     cap = spec["ttt_cap_steps"] if ttt else spec["steps"]
     data_dir = tempfile.mkdtemp(prefix="puffer_bench_", dir=spec.get("run_root"))
     # total_timesteps sets the LR schedule's length; it is set one batch beyond the budget so the

@@ -72,4 +72,7 @@ PLUGIN = EnvPlugin(
     tools="prospector_game.tools",
     # replay milestones on the game's own episode metrics (profit, survival); `return` is every env's
     settings=("eval_milestone_profit_thresholds", "eval_milestone_survival_thresholds"),
+    # what ProspectorEnv.get_state's snapshot holds besides arrays: checkpoints may load these
+    checkpoint_types=("prospector_game.sim:ProspectorSim", "prospector_game.queue:WorldQueue",
+                      "prospector_game.consts:ActionTables", "prospector_game.consts:Rules"),
 )

@@ -6,7 +6,7 @@
     run = api.train(cfg, on_window=lambda row: print(row["return_mean"]))
     run.windows[-1]["return_mean"]; run.metadata["status"]
     act = run.policy()                     # observations (NumPy batch) -> actions
-    run = api.Run.load("runs/<id>")        # any finished or stopped run directory
+    run = api.Run.load("runs/<id>")        # any finished or stopped run directory (or "s3://bucket/runs/<id>")
 
 ``train`` starts an embedded Ray for the run (and stops it after) unless Ray is already
 initialised or ``address`` (or RAY_ADDRESS) names a cluster. An interrupt (Ctrl-C, a notebook's
@@ -43,7 +43,8 @@ def make_config(settings: dict | None = None, *, config_file: str | os.PathLike 
 
 @dataclass
 class Run:
-    """A run directory: its metadata, its window rows, its policy."""
+    """A run directory: its metadata, its window rows, its policy. ``run_dir``: a Path, or a
+    ``training.storage.RemotePath`` for a run on an object store (``str()`` gives its URI)."""
 
     run_dir: Path
     metadata: dict
@@ -54,7 +55,7 @@ class Run:
         from training.run_store import RunStore
 
         store = RunStore.open(run_dir)
-        return cls(Path(store.run_dir), store.read_metadata(), store.read_windows())
+        return cls(store.run_dir, store.read_metadata(), store.read_windows())
 
     @property
     def config(self) -> dict:
@@ -88,4 +89,6 @@ def train(config: TrainConfig | dict, *, address: str | None = None,
     if not (cfg.address or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # an embedded Ray: loopback only
     run_training(cfg, on_window=on_window, exit_on_second_signal=False)  # it fills in cfg.run_id
-    return Run.load(cfg.resume or Path(cfg.run_root) / cfg.run_id)
+    from training.storage import join
+
+    return Run.load(cfg.resume or join(cfg.run_root, cfg.run_id))

@@ -66,10 +66,12 @@ def run_train(ns: argparse.Namespace) -> int:
     if ns.print_config:
         print(config_text(cfg), end="")
         return 0
-    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not os.path.isabs(cfg.run_root) and not cfg.resume:
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not cfg.resume and not _is_uri(cfg.run_root) \
+            and not os.path.isabs(cfg.run_root):
         # Under `ray job submit` the working directory is Ray's temporary copy of the upload.
         raise ConfigError("--run-root", f"{cfg.run_root!r} is relative; under `ray job submit` it would land in "
-                          "Ray's temporary copy of the working directory and be lost: pass an absolute path")
+                          "Ray's temporary copy of the working directory and be lost: pass an absolute path, or "
+                          "a URI (s3://bucket/runs) that outlives the cluster")
     if not (cfg.address or os.environ.get("RAY_ADDRESS")):
         # An embedded Ray serves this process only: keep every socket on loopback. Ray reads this
         # when it is imported (without it, it swaps 127.0.0.1 for the host's address).
@@ -82,6 +84,12 @@ def run_train(ns: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _exit_interrupted)
     meta = train(cfg)
     return 0 if meta["status"] == "completed" else 130
+
+
+def _is_uri(run_root: str) -> bool:
+    from training.storage import is_uri
+
+    return is_uri(run_root)
 
 
 def run_sweep_command(ns: argparse.Namespace) -> int:
@@ -113,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # the tools, and train before its handler is set: 130, no traceback
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # infrastructure (Ray, the cluster, storage): one line naming the cause, exit 1
+        if os.environ.get("PROSPECTOR_TRACEBACK"):
+            raise
+        cause = getattr(e, "cause", None)  # Ray wraps errors raised inside actors
+        e = cause if isinstance(cause, BaseException) else e
+        print(f"error: {type(e).__name__}: {e} (PROSPECTOR_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
     return USAGE_ERROR
 
 

@@ -26,7 +26,8 @@ def add_tool_parsers(subparsers) -> None:
                                            "checkpoint's policy and the env's baselines, if its plug-in has "
                                            "some (the prospector: every scripted bot), on the same seeds; "
                                            "print one comparison table.")
-    ev.add_argument("--checkpoint", required=True, metavar="PATH", help="runs/<id>/checkpoints/ckpt_<n>.pt")
+    ev.add_argument("--checkpoint", required=True, metavar="PATH",
+                    help="runs/<id>/checkpoints/ckpt_<n>.pt, or its URI (s3://bucket/runs/<id>/checkpoints/...)")
     ev.add_argument("--episodes", type=int, default=200, help="episodes (= seeds) per policy (default 200)")
     ev.add_argument("--stochastic", action="store_true",
                     help="sample actions (seeded) instead of the deterministic argmax")
@@ -43,7 +44,7 @@ def add_tool_parsers(subparsers) -> None:
 
     pl = subparsers.add_parser("plot", help="learning curves of a run as a PNG",
                                description="Write <run>/plots/learning_curves.png from metrics/windows.jsonl.")
-    pl.add_argument("run_dir", metavar="RUN_DIR", help="runs/<id>")
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="runs/<id>, or its URI (s3://bucket/runs/<id>)")
     pl.add_argument("--out", metavar="PATH", help="PNG path (default <run>/plots/learning_curves.png)")
     pl.add_argument("--reference-episodes", "--bot-episodes", dest="reference_episodes", type=int, default=50,
                     help="episodes per reference line (the env's baselines, e.g. the prospector's bots) when "
@@ -94,7 +95,7 @@ def _run_eval(ns) -> int:
     from training.envs.plugin import tool
     from training.evaluate import (BASE_COLUMNS, LENGTH_COLUMN, comparison_table, evaluate_policy, load_policy,
                                    make_act_fn, summarize)
-    from training.run_store import atomic_write_json
+    from training.storage import atomic_write_json
 
     if ns.episodes < 1:
         raise ToolError(f"--episodes must be >= 1, got {ns.episodes}")

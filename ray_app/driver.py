@@ -6,7 +6,9 @@ It only fetches the small per-rollout summaries (episode metrics) and the learne
 
 Recovery: a lost env runner is replaced inside ``RunnerPool.gather``. A lost learner sends the
 run back to its latest checkpoint, through the same path as ``--resume``: every actor is
-recreated and restored, the windows after that checkpoint are dropped and played again.
+recreated and restored, the windows after that checkpoint are dropped and played again. A hung
+runner or learner (``--runner-timeout-s``, ``--learner-timeout-s``) is handled as a lost one, and
+rollouts lost with their node before the learner fetched them are collected again (``_learn``).
 """
 
 from __future__ import annotations
@@ -22,18 +24,22 @@ from typing import Callable
 import ray
 from ray.exceptions import RayActorError
 
-from ray_app.learner import RemoteLearner
-from ray_app.local_ray import start_local_ray
-from ray_app.placement import check_capacity, cluster_device, learner_options
+from ray_app.chaos import kill_node_of
+from ray_app.learner_group import kill_learners, start_learners
+from ray_app.placement import check_capacity, cluster_device
 from ray_app.recorder import RunRecorder
 from ray_app.replay_tasks import ReplayTracker
 from ray_app.runner import fetch_states
 from ray_app.runner_pool import RunnerKeepsDying, RunnerPool
+from ray_app.startup import RayUnavailable, open_store, start_ray
 from training.config import ConfigError, TrainConfig
-from training.envs.env_spec import check_env_spec
+from training.envs.env_spec import EnvSpecError, check_env_spec
+from training.envs.plugin import PluginError
+from training.faults import node_fault, parse_faults
+from training.run_lease import RunLease
 from training.run_metadata import metadata_finished, metadata_resumed, new_metadata
-from training.run_store import CheckpointError, CheckpointFormatError, RunStore, default_run_id, encode_checkpoint
-from training.sinks import run_sinks
+from training.run_store import RunStore, encode_checkpoint
+from training.sinks import check_wandb_credentials, run_sinks
 
 
 class LearnerLost(Exception):
@@ -79,52 +85,38 @@ def _install_signal_handlers(state: RunState) -> dict:
     return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
-def _start_ray(cfg: TrainConfig) -> bool:
-    """Join the cluster named by --address or RAY_ADDRESS (set by `ray job submit`), else start an
-    embedded local Ray sized so the configured actors fit. Returns True if we connected."""
-    if ray.is_initialized():
-        return False
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return True
-    need = cfg.ppo_num_workers * cfg.runner_num_cpus + cfg.learner_num_cpus
-    # Ray's CPUs may outnumber the cores here (one runner + a 2-CPU learner on 2 cores): in
-    # overlapped mode the learner keeps off the runners' cores while they sample (placement.CoreShare),
-    # so OpenMP keeps its default short spin-wait, which a 2-thread update needs to be fast.
-    start_local_ray(num_cpus=max(os.cpu_count() or 1, int(need + 0.999)))
-    return True
-
-
-def _open_store(cfg: TrainConfig) -> RunStore:
-    if cfg.resume:
-        store = RunStore.open(cfg.resume)
-        cfg.run_id = store.run_id
-        # A missing or corrupt newest checkpoint fails here, before anything of the run changes.
-        checkpoints = store.list_checkpoints()
-        if not checkpoints:
-            raise CheckpointError(f"{store.checkpoints_dir}: no checkpoint to resume from")
-        try:
-            store.load_checkpoint(checkpoints[-1])
-        except CheckpointFormatError:
-            raise  # the run's other checkpoints share the format: no older one to fall back on
-        except CheckpointError as e:
-            raise CheckpointError(f"{e} (move it aside to resume from the previous checkpoint)") from None
-        return store
-    cfg.run_id = cfg.run_id or default_run_id()
-    store = RunStore.create(cfg.run_root, cfg.run_id)
-    store.write_config(cfg.to_dict())
-    return store
-
-
 def train(cfg: TrainConfig, on_window=None, exit_on_second_signal: bool = True) -> dict:
     """Run (or resume) one training run. Returns the final run metadata. ``on_window(row)`` is
     called with every window row once it is written; returning False stops the run as an
     interrupt does (final checkpoint, status ``stopped``)."""
     check_env_spec(cfg.env, cfg.env_kwargs)  # an unknown env fails before anything starts or is written
-    store = _open_store(cfg)
+    check_wandb_credentials(cfg.wandb_mode)
+    new_run = not cfg.resume
+    store = open_store(cfg)
+    lease = RunLease(store.run_dir).acquire()  # one writer: before this driver writes anything of the run
+    try:
+        return _train_with_lease(cfg, store, on_window, exit_on_second_signal)
+    except (ConfigError, EnvSpecError, PluginError):
+        # settings only the actors could judge (an env that does not build, a policy that does
+        # not fit it): the run never began, so a new run leaves no directory behind
+        if new_run and not store.read_windows():
+            lease.release()
+            store.discard()
+        raise
+    finally:
+        lease.release()
+
+
+def _train_with_lease(cfg: TrainConfig, store: RunStore, on_window, exit_on_second_signal: bool) -> dict:
     state = RunState(exit_on_second_signal=exit_on_second_signal, on_window=on_window)
-    started_ray = _start_ray(cfg)
+    try:
+        started_ray = start_ray(cfg)
+    except Exception as e:  # a wrong --address, a cluster gone: the run is failed, and resumable from zero
+        error = RayUnavailable(f"cannot start or join Ray ({describe(e)})")
+        meta = store.read_metadata() if cfg.resume else new_metadata(
+            cfg.run_id, cfg.trainer_backend, cfg.total_env_steps, cfg.window_env_steps)
+        store.write_metadata(metadata_finished(meta, "failed", error=describe(error)))
+        raise error from None
     state.joined_cluster = bool(cfg.address or os.environ.get("RAY_ADDRESS"))
     previous_handlers = _install_signal_handlers(state)
     try:
@@ -145,10 +137,10 @@ def _run(cfg: TrainConfig, store: RunStore, state: RunState, started_ray: bool) 
             runner_restarts=0, learner_restarts=0,
         ))
     store.write_metadata(meta)  # readers see "running" before any actor starts
-    sink, wandb_url = run_sinks(cfg, store.run_dir)
-    meta["wandb_run_url"] = wandb_url or meta.get("wandb_run_url")
-    resume = bool(cfg.resume)
+    resume, sink = bool(cfg.resume), None
     try:
+        sink, wandb_url = run_sinks(cfg, store.run_dir)  # W&B online without a key fails here: a failed run
+        meta["wandb_run_url"] = wandb_url or meta.get("wandb_run_url")
         while True:
             try:
                 meta = _train_from(cfg, store, meta, state, sink, resume)
@@ -160,21 +152,25 @@ def _run(cfg: TrainConfig, store: RunStore, state: RunState, started_ray: bool) 
                     # checkpoint and the windows written so far stand.
                     meta = metadata_finished(store.read_metadata(), "stopped")
                     break
-                if not isinstance(e, LearnerLost):
+                if isinstance(e, RunnerKeepsDying):
                     raise
+                # the learner died, or an actor died outside a round's recovery (a runner while the
+                # actors start): start them all again from the latest checkpoint
                 state.learner_restarts += 1
                 meta = store.read_metadata()  # the last state written, counters included
                 meta["learner_restarts"] = state.learner_restarts
                 if state.learner_restarts > cfg.max_learner_restarts:
                     raise RuntimeError(f"the learner died {state.learner_restarts} times ({e}); "
                                        f"resume with: prospector train --resume {store.run_dir}") from None
-                print(f"learner lost ({e}); replaying from the latest checkpoint", file=sys.stderr, flush=True)
+                lost = f"learner lost ({e})" if isinstance(e, LearnerLost) else f"an actor lost ({type(e).__name__})"
+                print(f"{lost}; replaying from the latest checkpoint", file=sys.stderr, flush=True)
                 resume = True
     except Exception as e:
         store.write_metadata(metadata_finished(meta, "failed", error=describe(e)))
         raise
     finally:
-        sink.finish()
+        if sink is not None:
+            sink.finish()
         if started_ray:
             ray.shutdown()
     store.write_metadata(meta)
@@ -197,8 +193,8 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
     device = cluster_device(cfg.learner_device) if learns else "none"
     check_capacity(cfg, device, autoscaling=state.joined_cluster)
     # the learner's process starts (imports torch) while the runners build their envs
-    learner = (RemoteLearner.options(**learner_options(cfg, device)).remote(cfg.to_dict(), device, state.learner_restarts)
-               if learns else None)
+    # --num-learners N > 1: a LearnerGroup, with the same methods (ray_app/learner_group.py)
+    learner = start_learners(cfg, device, state.learner_restarts) if learns else None
     pool = None
     try:
         pool = RunnerPool(cfg, state.runner_incarnations)
@@ -207,7 +203,8 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
         if learner is not None:
             spec = _learner_ready(learner, learner.build.remote(pool.env_info), cfg)
         runner_nodes = pool.node_ids()
-        meta.update(runner_nodes=sorted(set(runner_nodes)), learner_device=device,
+        meta.update(runner_nodes=sorted(set(runner_nodes)), learner_device=device, num_learners=cfg.num_learners,
+                    runner_device=cfg.runner_device,
                     agents_per_env=pool.env_info.num_agents,
                     learner_node=ray.get(learner.node_id.remote()) if learner else None)
         if learner is not None:
@@ -234,7 +231,7 @@ def _train_from(cfg: TrainConfig, store: RunStore, meta: dict, state: RunState, 
         if pool is not None:
             pool.shutdown()
         if learner is not None:
-            ray.kill(learner)
+            kill_learners(learner)
 
 
 def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
@@ -246,7 +243,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         # a resume then restarts their envs (exact accounting, not trajectories)
         runner_refs = None if overlap else pool.state_refs()
         if learner is not None:  # the learner encodes: runner states go to it by reference
-            return _call_learner(learner.checkpoint.remote(header, runner_refs))
+            return _call_learner(learner.checkpoint.remote(header, runner_refs), cfg.learner_timeout_s)
         # random backend: no learner process, so torch loads here to encode
         return encode_checkpoint({**header, "learner": None, "runners": fetch_states(runner_refs)})
 
@@ -261,13 +258,16 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         return "drive" if state.env_steps < cfg.kickstart_warmup_steps else True
 
     weights = learner.get_weights.remote() if learner else None
-    version = 0
+    version, faults = 0, parse_faults(cfg.fault_inject)
     in_flight = (pool.submit(weights, version, spec, teach(), _round_steps(cfg, state.env_steps))
                  if state.env_steps < cfg.total_env_steps else None)
+    rounds = 0
     while in_flight is not None:
-        round_start = time.time()
+        round_start, round_, rounds = time.time(), in_flight, rounds + 1
         # sample: every runner's rollout of this round
-        outs = pool.gather(in_flight, give_up=lambda: bool(state.stop_signals))
+        outs = pool.gather(round_, give_up=lambda: bool(state.stop_signals))
+        if node_fault(faults, rounds):  # test-only: a node dies with this round's rollouts
+            kill_node_of(pool.runners)
         summaries = [summary for _, summary in outs]
         sampled = time.time()
         steps = sum(summary["env_steps"] for summary in summaries)
@@ -280,9 +280,8 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         if learner is not None:
             lag = sum(version - summary["policy_version"] for summary in summaries) / len(summaries)
             sampling = pool.summary_refs(in_flight) if in_flight else None
-            losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap,
-                                                       sampling=sampling)
-            losses = _call_learner(losses_ref)
+            outs, losses, weights = _learn(learner, pool, round_, outs, overlap, sampling, cfg)
+            summaries = [summary for _, summary in outs]  # re-collected rollouts bring their own
             version += 1
         learned = time.time()
         # record: windows, checkpoints, metadata, replays
@@ -316,8 +315,35 @@ def _learner_ready(learner, build_ref, cfg) -> dict:
     return ray.get(learner.policy_spec.remote())
 
 
-def _call_learner(ref):
+def _learn(learner, pool: RunnerPool, round_: dict, outs: list, overlap: bool, sampling, cfg: TrainConfig):
+    """One update on a round's rollouts -> (outs, losses, new weights ref). Rollouts lost from the
+    object store before the learner fetched them (their node died after sampling) are collected
+    again from replacement runners, with the round's weights, and the update is retried once: the
+    failed call never ran, so the learner is as it was."""
+    for attempt in (1, 2):
+        losses_ref, weights = learner.learn.remote(*[batch for batch, _ in outs], off_policy=overlap, sampling=sampling)
+        try:
+            return outs, _call_learner(losses_ref, cfg.learner_timeout_s), weights
+        except ray.exceptions.ObjectLostError as e:
+            if attempt == 2:
+                raise
+            print(f"rollouts lost ({type(e).__name__}); collecting them again", file=sys.stderr, flush=True)
+            outs = pool.recollect_lost(round_, outs)
+
+
+def _call_learner(ref, timeout_s: float = 0.0):
+    """The learner's answer; a dead learner, or one silent for ``timeout_s`` (0: no limit), is lost.
+    A list of references (data-parallel learners' updates): learner 0's answer, once every one has
+    answered."""
     try:
-        return ray.get(ref)
+        if isinstance(ref, list):
+            return ray.get(ref, timeout=timeout_s or None)[0]
+        return ray.get(ref, timeout=timeout_s or None)
     except RayActorError as e:
         raise LearnerLost(type(e).__name__) from e
+    except ray.exceptions.GetTimeoutError:
+        raise LearnerLost(f"no answer within --learner-timeout-s {timeout_s:g}: hung") from None
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, ray.exceptions.ObjectLostError):
+            raise e.cause from None
+        raise

@@ -14,7 +14,7 @@ import ray
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
 
 
 def set_torch_threads() -> int:
@@ -92,16 +92,22 @@ def runner_placement_group(cfg: TrainConfig):
     and still places runners when there are more runners than nodes."""
     if cfg.runner_placement != "pack":
         return None
-    pg = placement_group([{"CPU": cfg.runner_num_cpus}] * cfg.ppo_num_workers, strategy="PACK")
+    pg = placement_group([runner_bundle(cfg)] * cfg.ppo_num_workers, strategy="PACK")
     ray.get(pg.ready(), timeout=120)
     return pg
 
 
+def runner_bundle(cfg: TrainConfig) -> dict:
+    """One runner's resources: its CPUs, and its share of a GPU with --runner-device cuda."""
+    return {"CPU": cfg.runner_num_cpus, **({"GPU": cfg.runner_num_gpus} if cfg.runner_device == "cuda" else {})}
+
+
 def runner_options(cfg: TrainConfig, index: int, pg=None) -> dict:
+    gpus = {"num_gpus": cfg.runner_num_gpus} if cfg.runner_device == "cuda" else {}
     if pg is None:
-        return dict(num_cpus=cfg.runner_num_cpus, scheduling_strategy="SPREAD")
+        return dict(num_cpus=cfg.runner_num_cpus, scheduling_strategy="SPREAD", **gpus)
     strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=index)
-    return dict(num_cpus=cfg.runner_num_cpus, scheduling_strategy=strategy)
+    return dict(num_cpus=cfg.runner_num_cpus, scheduling_strategy=strategy, **gpus)
 
 
 def learner_options(cfg: TrainConfig, device: str) -> dict:
@@ -109,7 +115,7 @@ def learner_options(cfg: TrainConfig, device: str) -> dict:
     # have its learner captured into that group, whose bundles hold only the trial's own process
     opts: dict = dict(num_cpus=cfg.learner_num_cpus, scheduling_strategy="DEFAULT")
     if device == "cuda":
-        opts["num_gpus"] = 1
+        opts["num_gpus"] = cfg.learner_num_gpus
     if cfg.learner_resource:
         opts["resources"] = {cfg.learner_resource: 0.001}
     return opts
@@ -123,12 +129,12 @@ def cluster_device(requested: str) -> str:
 
 
 def _needed_bundles(cfg: TrainConfig, device: str) -> list[dict]:
-    bundles = [{"CPU": cfg.runner_num_cpus}] * cfg.ppo_num_workers
+    bundles = [runner_bundle(cfg)] * cfg.ppo_num_workers
     if cfg.trainer_backend == "puffer_ppo":
-        learner = {"CPU": cfg.learner_num_cpus, **({"GPU": 1} if device == "cuda" else {})}
+        learner = {"CPU": cfg.learner_num_cpus, **({"GPU": cfg.learner_num_gpus} if device == "cuda" else {})}
         if cfg.learner_resource:
             learner[cfg.learner_resource] = 0.001
-        bundles = [*bundles, learner]
+        bundles = [*bundles, *[learner] * cfg.num_learners]
     return bundles
 
 
@@ -155,3 +161,18 @@ def check_capacity(cfg: TrainConfig, device: str, autoscaling: bool) -> None:
         raise RuntimeError(f"--learner-resource {cfg.learner_resource!r}: no node of the cluster offers it")
     if device == "cuda" and total.get("GPU", 0) < 1:
         raise RuntimeError("--learner-device cuda: the Ray cluster has no GPU")
+    check_gpus(cfg, bundles, total)
+
+
+def check_gpus(cfg: TrainConfig, bundles: list[dict], total: dict) -> None:
+    """--runner-device cuda on a cluster without GPUs, or GPU shares that add up to more than it has:
+    a settings error (exit 2), before any actor starts."""
+    gpus, need = total.get("GPU", 0), sum(b.get("GPU", 0) for b in bundles)
+    if cfg.runner_device == "cuda" and gpus <= 0:
+        raise ConfigError("--runner-device", "cuda: the Ray cluster has no GPU (runner inference on CUDA needs one; "
+                                             "use --runner-device cpu)")
+    if need > gpus + 1e-9:
+        raise ConfigError("--runner-num-gpus", f"the runners ({cfg.ppo_num_workers} x {cfg.runner_num_gpus:g} GPU) and "
+                                               f"the learners ({cfg.num_learners} x {cfg.learner_num_gpus:g} GPU on CUDA) "
+                                               f"need {need:g} GPUs; the Ray cluster has {gpus:g} (lower "
+                                               "--runner-num-gpus or --learner-num-gpus)")

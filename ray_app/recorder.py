@@ -21,7 +21,7 @@ from training.run_store import CHECKPOINT_FORMAT_VERSION, RunStore
 from training.windowing import WindowAggregator
 
 # Learner results beyond the contract's losses that window rows carry, averaged per window.
-_EXTRA_LOSS_KEYS = ("distill_loss", "teacher_played", "rollin_share", "learner_shared_s")
+_EXTRA_LOSS_KEYS = ("distill_loss", "teacher_played", "rollin_share", "learner_shared_s", "nonfinite_minibatches")
 
 
 def progress_line(row: dict, cfg: TrainConfig) -> str:
@@ -139,3 +139,5 @@ class RunRecorder:
         self.sink.log_checkpoint(str(self.store.run_dir / path), state.window_id)
         self.replays.submit(state.window_id, path, state.env_steps, self.policy_spec, self.weights)
         self.meta = metadata_after_checkpoint(self.meta, state.window_id, state.env_steps, path)
+        self.store.write_metadata(self.meta)  # names the new checkpoint before an older one goes
+        self.store.prune_checkpoints(self.cfg.keep_checkpoints)

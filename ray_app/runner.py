@@ -8,6 +8,7 @@ driver's process stays free of both (README, "Layout").
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import ray
@@ -15,7 +16,7 @@ from ray.exceptions import RayActorError
 
 from ray_app.placement import set_torch_threads
 from training.config import TrainConfig
-from training.faults import maybe_die, parse_faults
+from training.faults import maybe_fail, parse_faults
 
 # Seed offset between incarnations of one runner slot: a replacement must not replay the lost
 # runner's episodes, yet its seeds must follow from (seed, index, incarnation) alone.
@@ -56,7 +57,7 @@ class EnvRunner:
         self.collector = RolloutCollector(self.env, cfg.ppo_rollout_steps, seed=first_seed, env_name=cfg.env,
                                           teacher=teacher, step_values=not cfg.async_rollouts,
                                           rollin_max=cfg.kickstart_rollin_steps,
-                                          rollin_prob=cfg.kickstart_rollin_prob)
+                                          rollin_prob=cfg.kickstart_rollin_prob, device=cfg.runner_device)
         self.learns = cfg.trainer_backend == "puffer_ppo"
         self.version = -1
         # a multi-agent env holds several rows (agents) per env; env steps count envs, not rows
@@ -73,6 +74,10 @@ class EnvRunner:
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
+    def parent_pid(self) -> int:
+        """The pid of the process that started this worker: its node's raylet (``ray_app.chaos``)."""
+        return os.getppid()
+
     @ray.method(num_returns=2)
     def collect(self, weights: dict | None, version: int, policy_spec: dict | None, teach: bool | str = False,
                 steps: int | None = None):
@@ -82,13 +87,14 @@ class EnvRunner:
         per vector step) and each episode's ``_step`` let the driver close windows at the vector
         step where they end."""
         self.calls += 1
-        maybe_die(self.faults, "runner", self.index, self.calls, self.incarnation)
+        maybe_fail(self.faults, "runner", self.index, self.calls, self.incarnation)
         if self.learns and version != self.version:
             from training.agent import build_agent, set_weights
             from training.envs.env_info import EnvInfo
 
             if self.collector.policy is None:
-                self.collector.policy = build_agent(policy_spec, EnvInfo.of(self.env))
+                # --runner-device: the policy acts there (Ray's num_gpus share made CUDA visible)
+                self.collector.policy = build_agent(policy_spec, EnvInfo.of(self.env)).to(self.collector.device)
             set_weights(self.collector.policy, weights)
             self.version = version
         batch, episodes = self.collector.collect(teach=teach, steps=steps)

@@ -9,6 +9,7 @@ runner dies more than ``max_runner_restarts_per_window`` times in one window fai
 from __future__ import annotations
 
 import sys
+import time
 
 import ray
 from ray.exceptions import RayActorError
@@ -21,6 +22,14 @@ from training.envs.env_spec import env_build_error
 
 class RunnerKeepsDying(RuntimeError):
     pass
+
+
+class RunnerHung(RuntimeError):
+    """A runner gave no rollout within ``--runner-timeout-s``."""
+
+
+class RolloutsLost(RuntimeError):
+    """A round's rollouts were lost from the object store (their node died after sampling)."""
 
 
 class RunnerPool:
@@ -67,6 +76,9 @@ class RunnerPool:
             pass  # already gone
         self.incarnations[index] += 1
         self.runners[index] = self._start(index)
+        # started and its env built before the clock of --runner-timeout-s runs: a process start
+        # (torch's import) can take longer than a rollout
+        ray.get(self.runners[index].env_info.remote(), timeout=self.cfg.wait_for_resources_s)
 
     def submit(self, weights, version: int, policy_spec: dict | None, teach: bool | str = False,
                steps: int | None = None) -> dict:
@@ -84,20 +96,55 @@ class RunnerPool:
     def gather(self, round_: dict, give_up=lambda: False) -> list[tuple]:
         """Wait for a submitted round: [(batch_ref, summary), ...] in runner order. A runner lost
         meanwhile is replaced and its rollout collected again with the same weights, unless
-        ``give_up()`` (the run is being stopped: the loss is most likely the stop itself)."""
+        ``give_up()`` (the run is being stopped: the loss is most likely the stop itself). A runner
+        with no rollout after ``--runner-timeout-s`` is taken for hung and replaced the same way."""
         pending = dict(round_["calls"])
+        started = dict.fromkeys(pending, time.monotonic())
+        timeout = self.cfg.runner_timeout_s or None
         results: list = [None] * len(self.runners)
         while pending:
-            for i, (batch_ref, summary_ref) in list(pending.items()):
+            by_ref = {summary: i for i, (_, summary) in pending.items()}
+            wait_s = None if timeout is None else max(0.0, min(started.values()) + timeout - time.monotonic())
+            ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=wait_s)
+            for ref in ready:
+                i = by_ref[ref]
                 try:
-                    results[i] = (batch_ref, ray.get(summary_ref))
-                    del pending[i]
+                    results[i] = (pending.pop(i)[0], ray.get(ref))
+                    del started[i]
                 except RayActorError as e:
                     if give_up():
                         raise
-                    self._replace(i, e)
-                    pending[i] = self.runners[i].collect.remote(*round_["args"])
+                    self._recollect(i, e, round_, pending, started)
+            for i in [i for i, t in started.items() if timeout is not None and time.monotonic() - t >= timeout]:
+                self._recollect(i, RunnerHung(f"no rollout within --runner-timeout-s {timeout:g}"), round_, pending,
+                                started)
         return results
+
+    def _recollect(self, index: int, error: Exception, round_: dict, pending: dict, started: dict) -> None:
+        self._replace(index, error)
+        pending[index] = self.runners[index].collect.remote(*round_["args"])
+        started[index] = time.monotonic()
+
+    def recollect_lost(self, round_: dict, outs: list[tuple]) -> list[tuple]:
+        """``outs`` (a gathered round) after rollouts were lost with their node (an object-lost
+        error when the learner fetched them): the runners that died with it are replaced and their
+        rollouts collected again with the round's weights; the others' rollouts stand. Raises
+        ``RolloutsLost`` when no runner is gone (nothing to collect again)."""
+        alive = []
+        for runner in self.runners:
+            try:
+                ray.get(runner.node_id.remote(), timeout=60)
+                alive.append(True)
+            except (RayActorError, ray.exceptions.GetTimeoutError):
+                alive.append(False)
+        if all(alive):
+            raise RolloutsLost("rollouts were lost, yet every env runner is alive")
+        redo = [i for i, ok in enumerate(alive) if not ok]
+        pending, started = {}, {}
+        for i in redo:
+            self._recollect(i, RolloutsLost("its node died with the round's rollouts"), round_, pending, started)
+        fresh = self.gather({"calls": pending, "args": round_["args"]})
+        return [fresh[i] if i in redo else out for i, out in enumerate(outs)]
 
     def window_closed(self) -> None:
         self.restarts_this_window = [0] * len(self.runners)

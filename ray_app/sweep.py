@@ -36,7 +36,7 @@ from pathlib import Path
 
 from training.config import ConfigError, TrainConfig, config_from_args
 from training.config_cli import FIELDS, config_text, parse_config_file, settings_from_mapping
-from training.run_store import atomic_write_bytes
+from training.storage import atomic_write_bytes, is_uri
 
 TRIAL_CPU = 0.01  # a trial's own process: it waits on its runners and learner
 SEARCH = ("uniform", "loguniform", "choice", "randint", "grid")
@@ -117,6 +117,9 @@ def run_sweep(path: str | Path, resume: bool = False, address: str | None = None
 
     options, space, base = load_sweep(path)
     probe = config_from_args(base)
+    if is_uri(probe.run_root):  # Tune's experiment state and the trials' runs share one local tree
+        raise ConfigError("--run-root", f"{probe.run_root!r}: a sweep's runs live on a local or shared filesystem "
+                                        "path; train the best settings with --run-root <URI> afterwards")
     base["run_root"] = str(Path(probe.run_root).resolve())  # trials run with Tune's working directory
     storage = Path(options.get("storage") or Path(base["run_root"]) / "sweeps").resolve()
     need = probe.ppo_num_workers * probe.runner_num_cpus + probe.learner_num_cpus

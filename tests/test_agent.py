@@ -115,7 +115,7 @@ def test_the_prior_adds_its_logit_to_the_behaviours_action():
 def test_spec_names_the_factory_and_fills_hidden_only_where_the_factory_takes_it():
     base = {"env": "gym:CartPole-v1", "policy_hidden": "32,16"}
     assert make_spec(config_from_args(base)) == {
-        "version": 2, "factory": "training.policy:MLPPolicy", "kwargs": {"hidden": [32, 16]}}
+        "version": 2, "factory": "training.policy:default_policy", "kwargs": {"hidden": [32, 16]}}
     spec = make_spec(config_from_args({**base, "policy": "pufferlib.models:Default",
                                        "policy_kwargs": '{"hidden_size": 8}'}))
     assert spec["kwargs"] == {"hidden_size": 8}  # Default has no `hidden`

@@ -5,13 +5,15 @@ import io
 import tracemalloc
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from training.checkpoint_codec import MIN_RECORD_BYTES, save_to_array
 from prospector_game.env import ProspectorEnv
-from training.run_store import CHECKPOINT_FORMAT_VERSION, encode_checkpoint, load_checkpoint
+from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError, encode_checkpoint, load_checkpoint
 
 
 def _load(arr: np.ndarray):
@@ -84,3 +86,50 @@ def test_checkpoints_written_by_plain_torch_save_still_load(tmp_path):
     arr = np.arange(50_000, dtype=np.float32)
     torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, "arr": arr}, path)
     np.testing.assert_array_equal(load_checkpoint(path)["arr"], arr)
+
+
+MARKER_NAME = "code-ran"
+
+
+class Crafted:
+    """What an attacker pickles: unpickling it calls Path.touch (it could call anything)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_crafted_pickle_in_a_checkpoint_does_not_run(tmp_path):
+    """torch.save of an object whose unpickling runs a call: loading reports the file and names the
+    global, and the call never happens: neither in the restricted load nor in the format peek."""
+    marker = tmp_path / MARKER_NAME
+    path = tmp_path / "ckpt_000000.pt"
+    torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, "payload": Crafted(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"names builtins.getattr, pathlib.Path.*may not load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    torch.save({"format_version": 999, "payload": Crafted(marker)}, path)  # the peek reads the version
+    with pytest.raises(CheckpointError, match="unknown format_version 999"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+class Snapshot:
+    """An env state object no plug-in declares."""
+
+
+def test_an_env_state_a_checkpoint_could_not_load_fails_when_written():
+    with pytest.raises(CheckpointError, match="Snapshot.*get_state.*checkpoint_types"):
+        encode_checkpoint({"runners": [{"env": Snapshot()}], "learner": None})
+
+
+def test_the_games_declared_snapshot_classes_load_back(tmp_path):
+    env = ProspectorEnv(num_envs=4, seed=3)
+    env.reset(3)
+    path = tmp_path / "ckpt_000000.pt"
+    path.write_bytes(encode_checkpoint({"runners": [{"env": env.get_state()}], "learner": None}).tobytes())
+    restored = ProspectorEnv(num_envs=4, seed=99)
+    restored.set_state(load_checkpoint(path)["runners"][0]["env"])
+    np.testing.assert_array_equal(restored.observations, env.observations)

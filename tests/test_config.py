@@ -24,7 +24,7 @@ def test_contract_defaults_for_an_env_without_preset():
     assert (cfg.run_root, cfg.seed, cfg.env_time_max, cfg.checkpoint_every_windows) == ("runs", 0, None, 1)
     assert cfg.wandb_mode == "disabled" and cfg.wandb_project == "prospector-trainer"
     assert cfg.eval_seed_offset == 100000 and cfg.eval_policy_deterministic is True
-    assert cfg.policy == "mlp" and cfg.policy_kwargs == {} and cfg.env_rules is None
+    assert cfg.policy == "default" and cfg.policy_kwargs == {} and cfg.env_rules is None
 
 
 def test_the_first_versions_defaults_hold_for_the_game():
@@ -63,6 +63,7 @@ def test_seed_cli_eval_flags():
     (["--ppo-num-envs", "6", "--ppo-num-workers", "2", "--ppo-rollout-steps", "5", "--ppo-num-minibatches", "4"],
      "--ppo-num-minibatches"),
     (["--ppo-gamma", "1.5"], "--ppo-gamma"),
+    (["--keep-checkpoints", "-1"], "--keep-checkpoints"),
     (["--ppo-learning-rate", "0"], "--ppo-learning-rate"),
     (["--policy-hidden", "64,x"], "--policy-hidden"),
     (["--eval-milestone-return-thresholds", "1,a"], "--eval-milestone-return-thresholds"),

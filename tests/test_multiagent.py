@@ -162,3 +162,25 @@ def test_a_pettingzoo_env_trains_through_the_cli(tmp_path):
     run = train(tmp_path, "rps", "pz:classic/rps-v2", 4_096, ppo_num_envs=8, ppo_rollout_steps=64)
     assert all(w["agents_per_env"] == 2 and w["episodes_completed"] > 0 for w in run.windows)
     assert abs(np.mean([w["return_mean"] for w in run.windows])) < 3.0
+
+
+@pytest.mark.parametrize("spec", [NATIVE, PARALLEL])
+def test_an_lstm_carries_one_state_per_agent_through_a_rollout_and_an_update(spec):
+    """--policy-lstm-size on a multi-agent env: one state row per agent (a padding row's is zeroed
+    like an ended episode's), and the learner replays the columns from the recorded states."""
+    from training.agent import build_agent, set_weights
+    from training.config import config_from_args
+    from training.envs.env_info import EnvInfo
+    from training.learner import PPOLearner
+
+    cfg = config_from_args({"env": spec, "ppo_num_envs": 4, "ppo_num_workers": 1, "ppo_rollout_steps": 24,
+                            "ppo_num_minibatches": 2, "ppo_update_epochs": 1, "policy_lstm_size": 16,
+                            "policy_hidden": "16", "total_env_steps": 960, "window_env_steps": 96})
+    env = make_vecenv(spec, 4, seed=0)
+    learner = PPOLearner(cfg, EnvInfo.of(env))
+    actor = build_agent(learner.policy_spec, EnvInfo.of(env))
+    set_weights(actor, learner.weights())
+    batch, episodes = RolloutCollector(env, 24, seed=0, policy=actor).collect()
+    assert batch["state"]["lstm_h"].shape == (8, 16) and episodes
+    metrics = learner.learn([batch])
+    assert metrics["num_minibatch_updates"] == 2 and np.isfinite(metrics["value_loss"])

@@ -81,6 +81,26 @@ def test_worker_node_removed_mid_run(cluster, tmp_path):
     assert meta["runner_restarts"] >= 1, "the runner on the removed node was replaced"
 
 
+def test_rollouts_lost_with_their_node_are_collected_again(cluster, tmp_path, capfd):
+    """Rollouts of 2 envs x 2048 steps (~170 KB each) live in their node's object store, not inline.
+    Once round 2 is gathered, the node of a runner dies (its raylet killed) before the learner
+    fetches the rollouts: the lost ones are collected again from a replacement runner, and the run
+    completes with no window lost or doubled."""
+    from ray_app.driver import train
+
+    c, _ = cluster
+    c.add_node(num_cpus=2, object_store_memory=150 * 1024**2)  # a worker for the runner to die with
+    c.wait_for_nodes()
+    meta = train(make_cfg(tmp_path, c.address, "lost-rollouts", total_env_steps=24576, window_env_steps=8192,
+                          ppo_rollout_steps=2048, fault_inject="node@2"))
+    rows = [json.loads(line) for line in (tmp_path / "lost-rollouts" / "metrics" / "windows.jsonl").read_text().splitlines()]
+    assert meta["status"] == "completed" and meta["env_steps_total"] == 24576
+    assert [r["window_id"] for r in rows] == [0, 1, 2]
+    assert [r["env_steps_start"] for r in rows] == [0, 8192, 16384]
+    assert meta["runner_restarts"] >= 1
+    assert "rollouts lost (" in capfd.readouterr().err  # the learner met the loss, not the gather
+
+
 def test_unplaceable_learner_fails_clearly(cluster, tmp_path):
     """Enough CPUs in the cluster (6 or 8, whether or not a worker was removed, >= 1 runner + 5),
     but no single node with 5 CPUs and the learner resource: the run must fail within

@@ -125,7 +125,7 @@ def test_the_games_policies_are_offered_by_the_plugin_with_the_rules():
     assert cfg.policy == "masked_mlp" and cfg.policy_kwargs == {"rules": "v2"}  # the preset's, given the rules
     assert config_from_args({"env": "prospector", "env_rules": "v1", "policy": "slots"}).policy_kwargs == {"rules": "v1"}
     assert make_spec(cfg)["factory"] == "prospector_game.policies:masked_mlp"
-    assert config_from_args({"env": "gym:CartPole-v1"}).policy == "mlp"
+    assert config_from_args({"env": "gym:CartPole-v1"}).policy == "default"
     for name in ("slots", "masked_mlp"):  # names only the game's plug-in offers
         with pytest.raises(ConfigError, match="--policy"):
             config_from_args({"env": "gym:CartPole-v1", "policy": name})

@@ -42,15 +42,17 @@ def assert_contiguous(rows, total):
     assert rows[-1]["env_steps_end"] == total
 
 
-def test_runner_loss_is_replaced_and_accounting_stays_exact(tmp_path):
+def test_runner_loss_and_hang_are_replaced_and_accounting_stays_exact(tmp_path):
+    """Runner 1 dies in its 2nd rollout; runner 0 hangs in its 4th, and after --runner-timeout-s it
+    is handled as a dead one. Both are replaced and their rollouts collected again."""
     res = run(*SMALL, "--total-env-steps", "4096", "--run-root", str(tmp_path), "--run-id", "r",
-              "--fault-inject", "runner=1@2")
+              "--runner-timeout-s", "5", "--fault-inject", "runner=1@2,runner-hang=0@4")
     assert res.returncode == 0, res.stderr[-3000:]
     meta, rows = read_run(tmp_path / "r")
-    assert meta["status"] == "completed" and meta["runner_restarts"] == 1 and meta["learner_restarts"] == 0
+    assert meta["status"] == "completed" and meta["runner_restarts"] == 2 and meta["learner_restarts"] == 0
     assert meta["env_steps_total"] == 4096
     assert_contiguous(rows, 4096)
-    assert "env runner 1 lost" in res.stderr
+    assert "env runner 1 lost (ActorDiedError)" in res.stderr and "env runner 0 lost (RunnerHung)" in res.stderr
 
 
 def test_runner_that_keeps_dying_fails_the_run_clearly(tmp_path):
@@ -63,11 +65,15 @@ def test_runner_that_keeps_dying_fails_the_run_clearly(tmp_path):
     assert "--max-runner-restarts-per-window 2" in meta["error"]
 
 
-def test_learner_loss_replays_from_latest_checkpoint(tmp_path):
-    # 4 envs x 128 steps = 512 per round: 2 rounds per window; the learner dies at update 5 (window 2)
+def test_a_hung_learner_replays_from_latest_checkpoint(tmp_path):
+    """4 envs x 128 steps = 512 per round: 2 rounds per window; the learner hangs in update 5
+    (window 2) and after --learner-timeout-s is handled as a lost one: the run goes back to the
+    latest checkpoint. (A learner that dies takes the same path: test_learner_that_keeps_dying_...,
+    and the chaos run's SIGKILLs.)"""
     res = run(*SMALL, "--total-env-steps", "4096", "--run-root", str(tmp_path), "--run-id", "r",
-              "--fault-inject", "learner@5")
+              "--learner-timeout-s", "10", "--fault-inject", "learner-hang@5")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "learner lost (no answer within --learner-timeout-s 10: hung)" in res.stderr
     meta, rows = read_run(tmp_path / "r")
     assert meta["status"] == "completed" and meta["learner_restarts"] == 1
     assert meta["resumes"][-1]["from_window"] == 1
@@ -210,3 +216,4 @@ def test_resume_replays_the_same_windows_as_an_uninterrupted_run(tmp_path, case)
     for a, b in zip(uninterrupted[2:], resumed[2:]):
         for key in COMPARED:
             assert a[key] == b[key], (a["window_id"], key, a[key], b[key])
+

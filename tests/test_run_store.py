@@ -12,8 +12,9 @@ from training.run_metadata import (
     metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
 )
 from training.run_store import (
-    CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, RunStoreError, atomic_write_bytes, atomic_write_json, default_run_id, load_checkpoint,
+    CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, RunStoreError, default_run_id, load_checkpoint,
 )
+from training.storage import atomic_write_bytes, atomic_write_json
 
 
 def _row(i, steps=100, episodes=2):
@@ -351,3 +352,17 @@ def test_prepare_resume_refuses_checkpoint_ahead_of_rows(store):
     store.save_checkpoint(1, {"global_step": 200})  # row 1 was never written
     with pytest.raises(RunStoreError, match="gap"):
         store.prepare_resume()
+
+
+def test_pruning_keeps_the_newest_and_the_best(store):
+    """keep 2 of 6: windows 4 and 5 (newest) and window 1 (best return); an unscored window (None)
+    is never the best; 0 keeps everything."""
+    returns = [0.5, 3.0, None, 1.0, 2.0, 2.5]
+    for i, ret in enumerate(returns):
+        store.append_window({**_row(i), "return_mean": ret})
+        store.save_checkpoint(i, {"window_id": i})
+    assert store.prune_checkpoints(0) == []
+    deleted = store.prune_checkpoints(2)
+    assert sorted(p.name for p in deleted) == ["ckpt_000000.pt", "ckpt_000002.pt", "ckpt_000003.pt"]
+    assert [p.name for p in store.list_checkpoints()] == ["ckpt_000001.pt", "ckpt_000004.pt", "ckpt_000005.pt"]
+    assert store.prune_checkpoints(2) == []  # nothing more to do

@@ -31,13 +31,13 @@ def test_embedded_run_ignores_a_stale_cluster_address(monkeypatch):
     import ray
     from ray._private import services
 
-    from ray_app.driver import _start_ray
+    from ray_app.startup import start_ray
     from training.config import TrainConfig
 
     monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: "127.0.0.1:1")
     cfg = TrainConfig(env="gym:CartPole-v1", ppo_num_workers=1, learner_num_cpus=1.0)
     try:
-        assert _start_ray(cfg) is True
+        assert start_ray(cfg) is True
         assert ray.get(ray.remote(lambda: 7).remote()) == 7
     finally:
         ray.shutdown()

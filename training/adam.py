@@ -45,9 +45,34 @@ def private_kernels_work(device: torch.device, dtype: torch.dtype) -> bool:
         add([step], 1)
         fused([p], [g], [m], [v], [], [step], lr=0.5, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=0.0,
               amsgrad=False, maximize=False)
-        return abs(float(p) - 1.5) < 1e-2 and float(step) == 1.0
+        ok = abs(float(p) - 1.5) < 1e-2 and float(step) == 1.0
+        # the device-side skip (``FusedAdam.step(found_inf)``): a step with found_inf 1 changes nothing
+        fused([p], [g], [m], [v], [], [step], lr=0.5, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=0.0,
+              amsgrad=False, maximize=False, found_inf=torch.ones((), device=device))
+        return ok and abs(float(p) - 1.5) < 1e-2
     except (RuntimeError, TypeError, ValueError):
         return False
+
+
+def adam_step(optimizer, found_inf: torch.Tensor | None = None) -> None:
+    """``optimizer.step()``, skipped where ``found_inf`` (a 0/1 float32 scalar on the parameters'
+    device) is 1. ``FusedAdam`` and ``torch.optim.Adam(fused=True)`` skip inside the fused kernel,
+    on the device, as AMP's GradScaler makes them (torch.optim reads the optimizer's ``found_inf``
+    attribute); any other optimizer (torch.optim.Adam's for-each or single-tensor paths, on a
+    device without the fused kernel) reads the flag on the host: one synchronisation per step, on
+    the fallback only."""
+    if found_inf is None:
+        optimizer.step()
+    elif isinstance(optimizer, FusedAdam):
+        optimizer.step(found_inf=found_inf)
+    elif any(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = found_inf
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bool(found_inf):
+        optimizer.step()
 
 
 def public_adam(params: list, lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
@@ -86,7 +111,10 @@ class FusedAdam:
                 p.grad.zero_()
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, found_inf: torch.Tensor | None = None) -> None:
+        """One Adam step. ``found_inf`` (a float32 scalar tensor on the parameters' device, 0 or 1,
+        as AMP's GradScaler passes it): where it is 1 the kernel leaves the parameters, the moments
+        and the step counts as they were, on the device, with no host synchronisation."""
         # a parameter with no gradient this step keeps its value and its moments, as in torch
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
@@ -96,11 +124,14 @@ class FusedAdam:
         torch._foreach_add_(steps, 1)
         group = self.param_groups[0]
         beta1, beta2 = group["betas"]
+        skip = {} if found_inf is None else dict(found_inf=found_inf)
         torch._fused_adam_(
             pick(self.params), [self.params[i].grad for i in live], pick(self.exp_avgs), pick(self.exp_avg_sqs),
             [], steps, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
-            amsgrad=False, maximize=False,
+            amsgrad=False, maximize=False, **skip,
         )
+        if found_inf is not None:  # as torch.optim.Adam(fused=True) does: a skipped step is not counted
+            torch._foreach_sub_(steps, [found_inf] * len(steps))
 
     # ------------------------------------------------------------ torch.optim.Adam's layout
     def state_dict(self) -> dict:

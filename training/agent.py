@@ -90,15 +90,18 @@ def build_agent(spec: dict, env) -> "Agent":
     prior = load_behaviour(spec["prior"], "--policy-prior") if spec.get("prior") else None
     obs_norm = None
     if spec.get("obs_norm"):
-        space = env.single_observation_space
+        space = env.single_observation_space  # what the normaliser sees: the observations as they travel
         if not (isinstance(space, gymnasium.spaces.Box) and np.issubdtype(space.dtype, np.floating)):
-            raise TypeError(f"--ppo-norm-obs needs a Box observation space of floats, not {space}")
+            native = getattr(env, "native_observation_space", None)
+            shown = space if native is None or native is space else f"{native} (travelling as {space})"
+            raise TypeError(f"--ppo-norm-obs needs a Box observation space of floats, not {shown}")
         obs_norm = ObsNormalizer(space.shape)
     return Agent(module, env.single_action_space, spec, prior, spec.get("prior_logit", 0.0), obs_norm)
 
 
 def mlp_agent(observation_space, action_space, hidden=(256, 256)) -> "Agent":
-    """The default policy (``--policy mlp``) for these spaces, freshly initialised."""
+    """The MLP policy (``--policy mlp``) for these spaces, freshly initialised: what ``--policy
+    default`` builds for any observation but an image."""
     spec = {"version": SPEC_VERSION, "factory": BUILTIN_POLICIES["mlp"], "kwargs": {"hidden": list(hidden)}}
     return build_agent(spec, EnvInfo(observation_space, action_space))
 

@@ -8,6 +8,13 @@ times its size in extra memory. Here each large array is pickled as a tensor ove
 from that memory, and rebuilt as a NumPy array when the file is loaded: the peak falls to the
 output buffer (docs/BENCHMARKS.md, "Checkpoint encoding"). What a checkpoint holds when loaded is
 unchanged (the same arrays, dtypes and shapes).
+
+Loading never runs a file's code: runs are shared (W&B artifacts, copied directories), so a
+crafted ``.pt`` must not execute on the machine of whoever evaluates it. ``load_bytes`` uses
+torch's restricted unpickler (``weights_only=True``), which builds tensors, containers and numbers
+and nothing else but the few types allowed here: NumPy arrays and dtypes, this module's tensor
+records, and the classes env plug-ins declare for their envs' snapshots
+(``EnvPlugin.checkpoint_types``). ``unsafe_globals`` tells a writer what a file would need beyond them.
 """
 
 from __future__ import annotations
@@ -48,18 +55,64 @@ _PICKLE_MODULE = types.ModuleType("checkpoint_pickle")
 _PICKLE_MODULE.Pickler = _ArrayAsTensorPickler
 
 
-def save_to_array(obj) -> np.ndarray:
-    """``torch.save(obj)``'s file contents as a uint8 array over the encoder's own buffer."""
+def _numpy_globals() -> list:
+    """What a pickled NumPy array or dtype names: its rebuild function (taken from an array's own
+    ``__reduce__``, a public path to it), ``ndarray``, ``dtype`` and the dtype classes (object
+    arrays excepted: their items would be arbitrary objects)."""
+    rebuild = np.zeros(1).__reduce__()[0]
+    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType") and name != "ObjectDType"]
+    return [rebuild, np.ndarray, np.dtype, *dtypes]
+
+
+def allowed_globals(extra_types=()) -> list:
+    """Everything a checkpoint may name: NumPy's arrays, this module's tensor records, ``extra_types``."""
+    return [*_numpy_globals(), array_from_tensor, *extra_types]
+
+
+def _qualname(obj) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def unsafe_globals(data, extra_types=()) -> list[str]:
+    """The globals a ``torch.save`` file (bytes, or a seekable binary file) names beyond
+    ``allowed_globals``: empty when ``load_bytes`` can load it."""
+    import torch
+
+    allowed = {_qualname(g) for g in allowed_globals(extra_types)}
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data) if isinstance(data, bytes) else data)
+    # NumPy's private module path for the rebuild function differs between versions
+    return sorted(n for n in names if n not in allowed and n.replace("numpy.core.", "numpy._core.") not in allowed)
+
+
+def load_bytes(data: bytes, extra_types=()):
+    """A checkpoint's contents, by torch's restricted unpickler: no code from the file runs."""
+    import torch
+
+    with torch.serialization.safe_globals(allowed_globals(extra_types)):
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+class UnsafeCheckpointError(ValueError):
+    """What a checkpoint would hold cannot be loaded back (``unsafe_globals``)."""
+
+
+def save_to_array(obj, extra_types=()) -> np.ndarray:
+    """``torch.save(obj)``'s file contents as a uint8 array over the encoder's own buffer. Raises
+    ``UnsafeCheckpointError`` naming what ``load_bytes`` would refuse (checked on that same buffer)."""
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf, pickle_module=_PICKLE_MODULE)
+    buf.seek(0)
+    unsafe = unsafe_globals(buf, extra_types)
+    if unsafe:
+        raise UnsafeCheckpointError(", ".join(unsafe))
     return np.frombuffer(buf.getbuffer(), dtype=np.uint8)
 
 
 class _StandIn:
-    """Any object whose class the code no longer has (a checkpoint written before a module moved):
-    enough to unpickle the rest of the file, never to use."""
+    """Every object the file names a class or function for: enough to unpickle the rest of the file
+    (its ``format_version``, a plain int), never to use, and never running the file's code."""
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(cls)
@@ -67,13 +120,13 @@ class _StandIn:
     def __setstate__(self, state):
         pass
 
+    def __call__(self, *args, **kwargs):  # a stand-in for a function a stand-in returned (getattr(cls, name))
+        return _StandIn()
+
 
 class _LenientUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return _StandIn
+        return _StandIn
 
 
 _LENIENT_MODULE = types.ModuleType("lenient_checkpoint_pickle")
@@ -81,9 +134,10 @@ _LENIENT_MODULE.Unpickler = _LenientUnpickler
 
 
 def peek_format_version(data: bytes):
-    """A checkpoint's ``format_version`` when the file names classes this code no longer has (so
-    it does not load), or None where even that cannot be read: the caller can then name the format
-    instead of calling the file corrupt."""
+    """A checkpoint's ``format_version`` when the file does not load (it names classes this code no
+    longer has, or may not load), or None where even that cannot be read: the caller can then name
+    the format instead of calling the file corrupt. Every global the file names is a ``_StandIn``,
+    so nothing of the file runs here either."""
     import torch
 
     try:

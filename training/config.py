@@ -44,6 +44,7 @@ class TrainConfig:
     total_env_steps: int = 100_000
     window_env_steps: int = 10_000
     checkpoint_every_windows: int = 1
+    keep_checkpoints: int = 5
     seed: int = 0
     flush_partial_window: bool = False
     # env
@@ -73,7 +74,7 @@ class TrainConfig:
     # On for continuous actions without a preset (SPACE_DEFAULTS), as the reference recipes do.
     ppo_norm_obs: bool = False
     ppo_norm_reward: bool = False
-    policy: str = "mlp"
+    policy: str = "default"  # the CNN for image observations, the MLP for any other
     policy_kwargs: dict = dataclasses.field(default_factory=dict)
     policy_hidden: str = "256,256"
     policy_lstm_size: int = 0  # 0: feed-forward
@@ -98,6 +99,13 @@ class TrainConfig:
     learner_num_cpus: float = 2.0
     runner_placement: str = "spread"
     learner_resource: str | None = None
+    # GPU nodes (docs/CLUSTER.md, "GPU nodes"): the learner's share of a GPU when it runs on CUDA,
+    # where the runners' policies run, and each runner's share of a GPU (Ray's num_gpus)
+    learner_num_gpus: float = 1.0
+    runner_device: str = "cpu"
+    runner_num_gpus: float = 0.0
+    # data-parallel learners: each takes 1 / N of a round's env columns; gradients are all-reduced
+    num_learners: int = 1
     wait_for_resources_s: float = 300.0
     # logging
     wandb_mode: str = "disabled"
@@ -117,6 +125,8 @@ class TrainConfig:
     # reliability
     max_runner_restarts_per_window: int = 3
     max_learner_restarts: int = 2
+    runner_timeout_s: float = 600.0
+    learner_timeout_s: float = 600.0
     fault_inject: str | None = None  # hidden, tests only: see training/faults.py
 
     # ---- derived values (not flags) ----
@@ -151,6 +161,7 @@ CHOICES = {
     "ppo_vector_backend": ("serial", "multiprocessing"),
     "wandb_mode": ("disabled", "offline", "online"),
     "learner_device": ("auto", "cpu", "cuda"),
+    "runner_device": ("cpu", "cuda"),
     "learner_precision": ("auto", "float32", "bfloat16"),
     "runner_placement": ("spread", "pack"),
 }
@@ -217,6 +228,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "total_env_steps", "window_env_steps", "checkpoint_every_windows", "env_time_max",
         "ppo_num_envs", "ppo_num_workers", "ppo_rollout_steps", "ppo_num_minibatches", "ppo_update_epochs",
     )
+    if not isinstance(cfg.keep_checkpoints, int) or isinstance(cfg.keep_checkpoints, bool) or cfg.keep_checkpoints < 0:
+        raise ConfigError(flag("keep_checkpoints"), f"must be an integer >= 0 (0 keeps all); got {cfg.keep_checkpoints!r}")
     for name in positive_ints:
         value = getattr(cfg, name)
         if value is None and name == "env_time_max":
@@ -253,6 +266,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(flag(name), f"must be a finite number >= 0; got {getattr(cfg, name)!r}")
     if not cfg.runner_num_cpus > 0 or not cfg.learner_num_cpus > 0:
         raise ConfigError("--runner-num-cpus", "CPU requests must be > 0")
+    _check_devices(cfg)
     if cfg.eval_replays_per_window < 0:
         raise ConfigError("--eval-replays-per-window", f"must be >= 0; got {cfg.eval_replays_per_window}")
     if cfg.eval_max_steps_per_episode is not None and cfg.eval_max_steps_per_episode <= 0:
@@ -280,6 +294,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("--kickstart-rollin-prob", f"must be within (0, 1]; got {cfg.kickstart_rollin_prob!r}")
     if cfg.max_runner_restarts_per_window < 0 or cfg.max_learner_restarts < 0:
         raise ConfigError("--max-runner-restarts-per-window", "restart limits must be >= 0")
+    for name in ("runner_timeout_s", "learner_timeout_s"):
+        if not isinstance(getattr(cfg, name), (int, float)) or not getattr(cfg, name) >= 0:
+            raise ConfigError(flag(name), f"must be a number of seconds >= 0 (0: no limit); got {getattr(cfg, name)!r}")
     try:
         parse_faults(cfg.fault_inject)
     except ValueError as e:
@@ -292,6 +309,45 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not isinstance(cfg.env_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in cfg.env_kwargs):
         raise ConfigError("--env-kwargs", f"must be a JSON object of keyword arguments; got {cfg.env_kwargs!r}")
     return cfg
+
+
+# what one learner keeps as running state over the whole batch, or trains on whole env columns:
+# data-parallel learners do not (yet) share those (docs/CLUSTER.md, "GPU nodes")
+_SINGLE_LEARNER_ONLY = (("async_rollouts", "overlapped rollouts compute V-trace inside the update"),
+                        ("policy_lstm_size", "a recurrent policy trains on whole env columns"),
+                        ("kickstart_teacher", "kickstarting's distillation term"),
+                        ("ppo_norm_obs", "the observation normaliser's running moments"),
+                        ("ppo_norm_reward", "the reward scaler's running return"))
+
+
+def _check_devices(cfg: TrainConfig) -> None:
+    """GPU shares, runner inference's device, and data-parallel learners."""
+    for name in ("learner_num_gpus", "runner_num_gpus"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (value >= 0 and math.isfinite(value)):
+            raise ConfigError(flag(name), f"must be a finite number >= 0; got {value!r}")
+    if not cfg.learner_num_gpus > 0:
+        raise ConfigError("--learner-num-gpus", f"must be > 0 (a CUDA learner needs a share of a GPU); "
+                                                f"got {cfg.learner_num_gpus!r}")
+    if cfg.runner_device == "cuda" and not cfg.runner_num_gpus > 0:
+        raise ConfigError("--runner-num-gpus", "--runner-device cuda needs a share of a GPU per runner "
+                                               "(e.g. 0.05 for 14 runners beside a learner on one GPU)")
+    if cfg.runner_device == "cpu" and cfg.runner_num_gpus:
+        raise ConfigError("--runner-num-gpus", f"{cfg.runner_num_gpus:g} GPUs per runner with --runner-device cpu "
+                                               "would hold GPUs that nothing uses")
+    n = cfg.num_learners
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError("--num-learners", f"must be a positive integer; got {n!r}")
+    if n == 1:
+        return
+    if cfg.ppo_num_envs % n:
+        raise ConfigError("--num-learners", f"{n} learners cannot split --ppo-num-envs {cfg.ppo_num_envs} into equal "
+                                            "shares of env columns: it must divide the envs")
+    for name, what in _SINGLE_LEARNER_ONLY:
+        if getattr(cfg, name):
+            raise ConfigError("--num-learners", f"{n} learners do not work with {flag(name)} ({what} is kept by "
+                                                "one learner): use one learner, or switch it off"
+                                                + (" ('none')" if name == "kickstart_teacher" else ""))
 
 
 def _check_recurrent(cfg: TrainConfig) -> None:

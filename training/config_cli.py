@@ -26,12 +26,14 @@ from training.envs.plugin import plugin_names, find_plugin
 SECTIONS = ("run", "env", "ppo", "policy", "ray", "logging", "evaluation", "reliability")
 _SECTION_OF = {
     **dict.fromkeys(("run_root", "run_id", "resume", "total_env_steps", "window_env_steps",
-                     "checkpoint_every_windows", "seed", "flush_partial_window"), "run"),
+                     "checkpoint_every_windows", "keep_checkpoints", "seed", "flush_partial_window"), "run"),
     **dict.fromkeys(("env", "env_rules", "env_time_max", "env_kwargs", "ppo_vector_backend"), "env"),
     **dict.fromkeys(("trainer_backend", "async_rollouts"), "ppo"),
     **dict.fromkeys(("address", "learner_device", "learner_precision", "runner_num_cpus", "learner_num_cpus",
-                     "runner_placement", "learner_resource", "wait_for_resources_s"), "ray"),
-    **dict.fromkeys(("max_runner_restarts_per_window", "max_learner_restarts", "fault_inject"), "reliability"),
+                     "runner_placement", "learner_resource", "wait_for_resources_s", "learner_num_gpus",
+                     "runner_device", "runner_num_gpus", "num_learners"), "ray"),
+    **dict.fromkeys(("max_runner_restarts_per_window", "max_learner_restarts", "runner_timeout_s", "learner_timeout_s",
+                     "fault_inject"), "reliability"),
 }
 _PREFIX_SECTION = (("ppo_", "ppo"), ("kickstart_", "ppo"), ("policy", "policy"), ("wandb_", "logging"),
                    ("tensorboard", "logging"), ("eval_", "evaluation"))
@@ -112,7 +114,7 @@ def _field(path: Path, key: str, section: str | None) -> str:
 
 def config_text(cfg: TrainConfig) -> str:
     """The resolved settings as ``--print-config`` prints them and config.json holds them."""
-    from training.run_store import json_safe
+    from training.storage import json_safe
 
     return json.dumps(json_safe(cfg.to_dict()), indent=2, allow_nan=False) + "\n"
 

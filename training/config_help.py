@@ -2,13 +2,19 @@
 as resolved for the ``--env`` given). Settings without an entry show their default only."""
 
 HELP = {
-    "env": "a registered env (`prospector envs` lists them) | gym:<Gymnasium id> | package.module:factory "
-           "(docs/EXTENDING.md)",
+    "env": "a registered env (`prospector envs` lists them) | gym:<Gymnasium id> | pz:<PettingZoo id or module> | "
+           "package.module:factory (docs/EXTENDING.md)",
     "env_rules": "the env's rule set, for envs that have several; passed to the env's factory as `rules`",
     "env_time_max": "the env's episode time limit, for envs that take one; passed to the env's factory as "
                     "`time_max`",
     "address": "join an existing Ray cluster; unset: RAY_ADDRESS, else an embedded local Ray",
     "resume": "continue the run in this directory from its latest complete checkpoint",
+    "runner_timeout_s": "an env runner whose rollout takes longer is taken for hung: it is replaced and the "
+                        "rollout collected again, as for a runner that died (0: wait forever)",
+    "learner_timeout_s": "a learner whose update or checkpoint takes longer is taken for hung: the run goes back "
+                         "to its latest checkpoint, as when the learner dies (0: wait forever)",
+    "keep_checkpoints": "keep the newest N checkpoints and the one of the best window return; an older one is "
+                        "deleted once a newer one is written (0: keep every checkpoint)",
     "ppo_reward_scale": "rewards are multiplied by this for learning only (value targets); reported returns stay raw",
     "ppo_norm_obs": "normalise observations by their running mean and variance (merged from every runner's "
                     "rollouts, kept in checkpoints, applied by eval), clipped to +-10; on by default for continuous "
@@ -30,14 +36,17 @@ HELP = {
     "wait_for_resources_s": "seconds the env runners, then the learner, may take to be placed and started "
                             "(a process imports torch and builds its env); past that the run fails naming "
                             "the resources it needs",
-    "policy": "mlp (actor and critic MLPs), a policy the env offers (`prospector envs`), or "
-              "package.module:factory, called as factory(env, **kwargs) the PufferLib way (pufferlib.models:Default "
-              "works); --policy-arch is another name for this flag",
+    "policy": "default (cnn for image observations: a uint8 Box H x W x C or C x H x W with C <= 4; mlp for any "
+              "other), mlp (actor and critic MLPs over the observation, Dict/Tuple/Discrete parts one-hot or "
+              "flattened), cnn (the Nature CNN, at least 36 x 36 pixels; --policy-hidden sets its linear layers, "
+              "512 in the paper), a policy the env offers (`prospector envs`), or package.module:factory, called as "
+              "factory(env, **kwargs) the PufferLib way (pufferlib.models:Default works); --policy-arch is another "
+              "name for this flag",
     "env_kwargs": "JSON object of keyword arguments for the env: passed to a factory, or to gymnasium.make(id, "
                   "**kwargs) for gym:<id>, e.g. '{\"length\": 32}'",
     "policy_kwargs": "JSON object of keyword arguments for the policy's factory, e.g. '{\"hidden_size\": 128}'",
     "policy_hidden": "hidden sizes, comma-separated: the policy factory's `hidden` argument when it has one and "
-                     "--policy-kwargs does not set it",
+                     "--policy-kwargs does not set it (for the CNN: its linear layers after the convolutions)",
     "policy_lstm_size": "units of an LSTM between the policy's encoder and its actor and critic (PufferLib's "
                         "LSTMWrapper); the learner trains it through time over whole env columns. 0: feed-forward",
     "policy_prior": "residual policy (Discrete actions): a behaviour (a name the env offers, `prospector envs`, "
@@ -49,6 +58,15 @@ HELP = {
     "learner_precision": "bfloat16 runs the PPO update's matmuls under autocast (losses and Adam stay float32); "
                          "auto = bfloat16 where the learner's hardware has it natively",
     "learner_resource": "custom Ray resource the learner must run on (e.g. 'learner')",
+    "learner_num_gpus": "the share of a GPU each CUDA learner asks Ray for (below 1 leaves room for runners "
+                        "doing inference on the same GPU, --runner-num-gpus)",
+    "runner_device": "where the runners' policies act: cpu, or cuda (one host-to-device copy of the observations "
+                     "and one copy back of the actions, log-probs and values per step; needs --runner-num-gpus)",
+    "runner_num_gpus": "the share of a GPU each runner asks Ray for with --runner-device cuda (e.g. 0.05: 14 "
+                       "runners in 0.7 of one GPU beside --learner-num-gpus 0.3)",
+    "num_learners": "data-parallel learners: each trains on 1/N of every round's env columns (N must divide "
+                    "--ppo-num-envs) and their gradients are summed with torch.distributed (gloo on CPU, NCCL on "
+                    "CUDA), so the update is one learner's; learner 0 publishes the weights and writes checkpoints",
 }
 HELP.update({
     "wandb_entity": "the W&B team or user the run is logged under; unset: your W&B default entity",

@@ -28,7 +28,10 @@ def _noise(shape, generator, device, normal: bool) -> torch.Tensor:
         draw = generator.standard_normal if normal else generator.random
         noise = torch.from_numpy(draw(shape, dtype=np.float32))
     else:
-        noise = (torch.randn if normal else torch.rand)(shape, generator=generator)
+        # drawn where the generator lives: a runner acting on CUDA keeps its generator there, so the
+        # noise needs no host-to-device copy of its own
+        where = generator.device if isinstance(generator, torch.Generator) else "cpu"
+        noise = (torch.randn if normal else torch.rand)(shape, generator=generator, device=where)
     return noise.to(device)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,6 +26,7 @@ from training.envs.env_info import EnvInfo
 from training.envs.env_spec import env_build_settings
 from training.rollout import random_actions
 from training.run_store import CheckpointError, load_checkpoint
+from training.storage import as_path
 
 ActFn = Callable[[np.ndarray], np.ndarray]
 
@@ -46,7 +46,7 @@ def load_policy(checkpoint_path) -> tuple[Agent, dict]:
     CheckpointError("<path>: <reason>")."""
     from training.envs.registry import make_vecenv
 
-    path = Path(checkpoint_path)
+    path = as_path(checkpoint_path)  # a local path, or a URI: load_checkpoint reads either
     ckpt = load_checkpoint(path)  # already names the file for missing/corrupt/foreign files
     learner = ckpt.get("learner")
     if learner is None:

@@ -42,6 +42,27 @@ def join_rollouts(rollouts: list[dict]) -> dict:
     return joined
 
 
+def slice_columns(b: dict, lo: int, hi: int) -> dict:
+    """Env columns [lo, hi) of joined rollouts (``join_rollouts``): a data-parallel learner's share."""
+    out = {k: v[:, lo:hi] for k, v in b.items() if k in (*ROLLOUT_KEYS_TN, "teacher_actions", "teacher_played")}
+    out["last_values"] = b["last_values"][lo:hi]
+    out["driven"] = b["driven"]
+    if "state" in b:
+        out["state"] = {k: v[lo:hi] for k, v in b["state"].items()}
+    return out
+
+
+def to_device(t: torch.Tensor, device: torch.device, dtype=None) -> torch.Tensor:
+    """``t`` on ``device``: to a CUDA device through pinned host memory, without waiting for the copy
+    (the stream orders it before any use; the caching host allocator keeps the pinned buffer alive
+    until it is done). Elsewhere, ``Tensor.to``."""
+    if device.type == "cuda":
+        if dtype is not None and dtype != t.dtype:
+            t = t.to(dtype)
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device, dtype=dtype)
+
+
 def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -55,10 +76,27 @@ def resolve_precision(requested: str, device: str) -> torch.dtype | None:
     return None
 
 
+# Updates in a row whose every minibatch had a non-finite loss or gradient, before the run fails:
+# one such update can be a freak batch; several mean training has diverged.
+MAX_NONFINITE_UPDATES = 3
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or inf where it cannot continue; the message names the likely causes."""
+
+
+_NONFINITE_CAUSES = ("likely causes: a learning rate too high for this env (--ppo-learning-rate), rewards of huge "
+                     "magnitude (--ppo-reward-scale, --ppo-norm-reward), or observations of huge magnitude "
+                     "(--ppo-norm-obs); resume from the latest checkpoint with a change")
+
+
 class PPOLearner:
-    def __init__(self, cfg: TrainConfig, env, policy_spec: dict | None = None, device: str = "cpu"):
+    def __init__(self, cfg: TrainConfig, env, policy_spec: dict | None = None, device: str = "cpu",
+                 data_parallel=None):
         """``env``: the ``EnvInfo`` the runners report; ``policy_spec`` (default: the one ``cfg``
-        asks for, ``agent.make_spec``) is built fresh from the run's seed."""
+        asks for, ``agent.make_spec``) is built fresh from the run's seed. ``data_parallel`` (a
+        ``training.distributed.DataParallel``): this learner is one of several, each given its share
+        of every round's env columns (``learn``'s ``columns``); their updates are one update."""
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
@@ -74,6 +112,10 @@ class PPOLearner:
         self.reward_scaler = RewardScaler(cfg.ppo_gamma) if cfg.ppo_norm_reward else None
         if self.policy.recurrent:
             check_env_columns(cfg)
+        self.nonfinite_streak = 0
+        self.data_parallel = data_parallel
+        if data_parallel is not None:
+            data_parallel.broadcast_parameters(self.policy)
 
     @property
     def policy_spec(self) -> dict:
@@ -93,12 +135,18 @@ class PPOLearner:
     def learning_rate(self) -> float:
         return linear_lr(self.cfg.ppo_learning_rate, self.update_index, self.total_updates, anneal=self.cfg.ppo_anneal_lr)
 
-    def learn(self, rollouts: list[dict], off_policy: bool = False, before_minibatch=None) -> dict:
+    def learn(self, rollouts: list[dict], off_policy: bool = False, before_minibatch=None,
+              columns: tuple[int, int] | None = None) -> dict:
         """One PPO update. ``off_policy``: the rollouts were collected with older weights (overlapped
         mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy.
-        ``before_minibatch``: see ``ppo_update``."""
+        ``before_minibatch``: see ``ppo_update``. ``columns`` (data-parallel learners): this learner
+        trains on envs [lo, hi) of the joined rollouts (counted in envs; a multi-agent env's rows
+        come along), its equal share of the round."""
         cfg = self.cfg
         b = join_rollouts(rollouts)
+        if columns is not None:
+            rows_per_env = b["rewards"].shape[1] // (len(rollouts) * cfg.envs_per_worker)
+            b = slice_columns(b, columns[0] * rows_per_env, columns[1] * rows_per_env)
         # warm-up rounds the teacher played: clone it (no policy-gradient term: these are not the
         # policy's actions) and fit the critic to its returns, on-policy for the teacher
         driven = b["driven"]
@@ -115,9 +163,12 @@ class PPOLearner:
                 # observations at 256 envs x 64 steps) at the learner's peak
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 t = torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))
-            return t.to(self.device, dtype=dtype)
+            return to_device(t, self.device, dtype)
 
-        obs, actions, behaviour_logprobs = flat(b["obs"], torch.float32), flat(b["actions"]), flat(b["logprobs"])
+        # observations keep the env's dtype: the policy casts each minibatch (training.encoders). A
+        # byte layout (images, PufferLib's emulated Dict/Tuple) must reach it as bytes, and a float
+        # copy of 4096 x 4 x 84 x 84 frames would be 460 MB
+        obs, actions, behaviour_logprobs = flat(b["obs"]), flat(b["actions"]), flat(b["logprobs"])
         values = b["values"]
         in_pass = None
         column_groups = env_column_minibatches(T, N, cfg.ppo_num_minibatches, self.generator) if off_policy else None
@@ -147,7 +198,7 @@ class PPOLearner:
         sequences = None
         if self.policy.recurrent:
             sequences = (T, N)
-            batch["state"] = {k: torch.as_tensor(v).to(self.device) for k, v in b["state"].items()}
+            batch["state"] = {k: to_device(torch.as_tensor(v), self.device) for k, v in b["state"].items()}
             batch["resets"] = flat(sequence_resets(b["terminals"], b["truncations"], b["valid"]))
         if "teacher_played" in b:  # roll-ins: the teacher's steps train the critic and the distillation only
             batch["pg_valid"] = flat(b["valid"] & ~b["teacher_played"], torch.float32)
@@ -160,6 +211,8 @@ class PPOLearner:
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.data_parallel is not None:
+            self.data_parallel.local_cols = N
         metrics = ppo_update(
             self.policy, self.optimizer, batch,
             update_epochs=cfg.ppo_update_epochs, num_minibatches=cfg.ppo_num_minibatches,
@@ -167,9 +220,10 @@ class PPOLearner:
             vf_coef=cfg.ppo_vf_coef, max_grad_norm=cfg.ppo_max_grad_norm, norm_adv=cfg.ppo_norm_adv,
             generator=self.generator, distill_coef=distill_coef, amp_dtype=self.amp_dtype,
             pg_coef=0.0 if driven else 1.0, before_minibatch=before_minibatch, in_pass_targets=in_pass,
-            sequences=sequences,
+            sequences=sequences, data_parallel=self.data_parallel,
         )
         self.update_index += 1
+        self._check_finite(metrics)
         self._update_obs_norm(rollouts)
         metrics["learning_rate"] = lr
         if cfg.kickstart_warmup_steps:
@@ -177,6 +231,22 @@ class PPOLearner:
         if "teacher_played" in b:
             metrics["rollin_share"] = float(b["teacher_played"].mean())  # of the round's steps
         return metrics
+
+    def _check_finite(self, metrics: dict) -> None:
+        """Fail after MAX_NONFINITE_UPDATES updates in a row that took no step (every minibatch was
+        non-finite, ``ppo_update`` skipped it), and at once if the weights themselves are not finite
+        (the run then stops before they reach a runner or a checkpoint)."""
+        all_skipped = metrics.get("nonfinite_minibatches", 0) > 0 and metrics.get("num_minibatch_updates") == 0
+        self.nonfinite_streak = self.nonfinite_streak + 1 if all_skipped else 0
+        if self.nonfinite_streak >= MAX_NONFINITE_UPDATES:
+            raise NonFiniteError(f"the last {self.nonfinite_streak} updates had a non-finite loss or gradient in every "
+                                 f"minibatch, so training cannot go on; {_NONFINITE_CAUSES}")
+        if not self.weights_finite():
+            raise NonFiniteError(f"update {self.update_index} made the policy's weights non-finite; {_NONFINITE_CAUSES}")
+
+    def weights_finite(self) -> bool:
+        params = [p.detach().reshape(-1) for p in self.policy.parameters()]
+        return bool(torch.isfinite(torch.cat(params)).all()) if params else True
 
     def _update_obs_norm(self, rollouts: list[dict]) -> None:
         """Merge every runner's observation moments into the normaliser, after the update: the
@@ -229,7 +299,10 @@ class PPOLearner:
 
     # ---------------------------------------------------------------- checkpoint state
     def state_dict(self) -> dict:
-        """A snapshot (copies: the live tensors keep changing as training goes on)."""
+        """A snapshot (copies: the live tensors keep changing as training goes on). A policy with
+        non-finite weights is never snapshotted: its checkpoint would be the run's latest."""
+        if not self.weights_finite():
+            raise NonFiniteError(f"the policy's weights are not finite; no checkpoint written; {_NONFINITE_CAUSES}")
         return dict(
             policy_spec=self.policy.spec,
             policy_state={k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()},

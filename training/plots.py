@@ -3,6 +3,9 @@
 Figures are built on matplotlib's object API (Figure + Agg canvas) rather than pyplot: no global
 backend switch, no display needed, nothing left open between calls. The size is fixed
 (FIG_SIZE_IN at DPI, no tight bounding box) so the PNG is always FIG_SIZE_PX pixels.
+
+Runs and replays may be remote (``s3://bucket/runs/<id>``, training/storage.py): they are read
+from there, and the PNG is written there unless ``out`` names another place.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pathlib import Path
 
 from training.envs.env_spec import env_settings
 from training.envs.plugin import tool
-from training.run_store import atomic_write_bytes
+from training.storage import atomic_write_bytes
+from training.storage import RemotePath, as_path
 
 FIG_SIZE_IN = (12.0, 9.0)
 DPI = 100
@@ -41,7 +45,7 @@ def _save(fig, out: Path) -> Path:
 
 def load_windows(path) -> list[dict]:
     """Rows of windows.jsonl. A torn last line (crash while appending) is skipped, not fatal."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise PlotError(f"{path}: file not found")
     rows = []
@@ -71,7 +75,7 @@ def reference_returns(run_dir, episodes: int = REFERENCE_EPISODES) -> dict[str, 
     ``reference_returns.json`` ({name: summary or number}) when present, else from the env
     plug-in's ``reference_returns`` hook (the prospector plays its bots on the run's eval seeds),
     else none."""
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir)
     cached = _read_json(run_dir / "reference_returns.json")
     if isinstance(cached, dict) and cached:
         out = {}
@@ -109,7 +113,7 @@ def plot_learning_curves(run_dir, out=None, references: dict | None = None,
     """return_mean (with reference lines: ``reference_returns``), sps and the four losses against
     env_steps_total.
     -> the PNG path (default ``<run>/plots/learning_curves.png``)."""
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir)
     if not run_dir.is_dir():
         raise PlotError(f"{run_dir}: run directory not found")
     rows = load_windows(run_dir / "metrics" / "windows.jsonl")
@@ -129,11 +133,11 @@ def plot_learning_curves(run_dir, out=None, references: dict | None = None,
         _panel(ax, rows, key, key)
     fig.suptitle(f"run {rows[-1].get('run_id', run_dir.name)}: {len(rows)} windows")
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # layout only; the canvas size stays fixed
-    return _save(fig, Path(out) if out else run_dir / "plots" / "learning_curves.png")
+    return _save(fig, as_path(out) if out else run_dir / "plots" / "learning_curves.png")
 
 
 def default_replay_png(replay_path) -> Path:
-    p = Path(replay_path)
+    p = as_path(replay_path)
     name = p.name
     for suffix in (".jsonl.gz", ".jsonl", ".gz"):
         if name.endswith(suffix):
@@ -144,7 +148,7 @@ def default_replay_png(replay_path) -> Path:
 
 def replay_env(replay_path) -> str | None:
     """The env of the run a replay file belongs to (``<run>/replays/<file>``), if it can be told."""
-    cfg = _read_json(Path(replay_path).parent.parent / "config.json")
+    cfg = _read_json(as_path(replay_path).parent.parent / "config.json")
     return cfg.get("env") if isinstance(cfg, dict) else None
 
 
@@ -153,11 +157,12 @@ def plot_replay(replay_path, out=None, env: str | None = None) -> Path:
     the replay's run), else reward and running return per step."""
     from training.replays import read_replay
 
-    replay_path = Path(replay_path)
+    replay_path = as_path(replay_path)
     if not replay_path.is_file():
         raise PlotError(f"{replay_path}: file not found")
     try:
-        frames = read_replay(replay_path)
+        remote = isinstance(replay_path, RemotePath)
+        frames = read_replay(io.BytesIO(replay_path.read_bytes()) if remote else replay_path)
     except (OSError, EOFError, ValueError) as exc:
         raise PlotError(f"{replay_path}: unreadable replay ({type(exc).__name__}: {exc})") from None
     if not frames:
@@ -172,7 +177,7 @@ def plot_replay(replay_path, out=None, env: str | None = None) -> Path:
     fig.suptitle(f"{replay_path.name}: {len(frames)} decisions, return "
                  f"{sum(f.get('reward', 0.0) for f in frames):.3f}")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return _save(fig, Path(out) if out else default_replay_png(replay_path))
+    return _save(fig, as_path(out) if out else default_replay_png(replay_path))
 
 
 def _draw_generic(fig, frames: list[dict]) -> None:

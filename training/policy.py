@@ -1,4 +1,4 @@
-"""The default policy (``--policy mlp``) and the layers policies are built from.
+"""The built-in policies (``--policy default | mlp | cnn``) and the layers policies are built from.
 
 Policies follow PufferLib's convention (``pufferlib.models``): ``Policy(env, **kwargs)`` builds a
 torch module from the env's ``single_observation_space`` and ``single_action_space``;
@@ -8,9 +8,17 @@ halves so a recurrent wrapper can sit between them. ``training.distributions`` l
 ``logits`` forms per action space. A policy may also define ``forward_actor(observations, state)
 -> logits``: runners that need no values (overlapped mode) then skip the critic.
 
+Observations reach a policy as they travel, in the env's dtype (bytes for images and for
+PufferLib's emulated Dict/Tuple/Discrete layout); ``encode_observations`` turns them into floats
+with an encoder from ``training.encoders``, one minibatch at a time.
+
 ``MLPPolicy`` follows CleanRL: separate actor and critic MLPs with orthogonal init (sqrt(2) hidden,
 0.01 policy head, 1.0 value head): the tiny policy head starts the policy near uniform, which
-matters more than any other init detail; a state-independent log-std for Box actions.
+matters more than any other init detail; a state-independent log-std for Box actions. Its input is
+the flattened observation, or for a structured one each part encoded (``training.encoders``).
+``CNNPolicy`` is the Nature CNN (``pufferlib.models.Convolutional``) with a linear actor and critic
+on its features. ``default_policy`` (``--policy default``) picks the CNN for images and the MLP
+for everything else.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import torch
 from torch import nn
 
 from training.distributions import ActionDist
+from training.encoders import NATURE_MIN_SIDE, NatureCNN, image_layout, native_space, observation_encoder
 from training.fast_tanh import Tanh
 
 ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU}
@@ -48,20 +57,28 @@ def mlp(in_dim: int, hidden, out_dim: int, head_std: float, activation: str = "t
     return nn.Sequential(*layers)
 
 
-def flat_size(space) -> int:
-    """Floats in one flattened observation of a Box space."""
-    if not hasattr(space, "shape") or space.shape is None or not len(space.shape):
-        raise TypeError(f"unsupported observation space {space!r}: expected a Box")
-    return int(np.prod(space.shape, dtype=np.int64))
+def action_head_size(action_space) -> tuple[int, bool]:
+    """(outputs of the actor's head, whether it is a Gaussian's mean) for ``action_space``."""
+    dist = ActionDist(action_space)
+    if dist.kind == "discrete":
+        return dist.n, False
+    if dist.kind == "multidiscrete":
+        return sum(dist.nvec), False
+    return int(np.prod(dist.shape)), True
 
 
 class ActorCritic(nn.Module):
-    """Separate ``actor`` and ``critic`` modules, set by a subclass, over the flattened observation
-    as float32. A subclass may shape the actor's output in ``logits`` (the game masks it)."""
+    """Separate ``actor`` and ``critic`` modules, set by a subclass, over the observation's
+    features: those of the subclass's ``encoder`` (``training.encoders``) if it has one, else the
+    flattened observation as float32. A subclass may shape the actor's output in ``logits`` (the
+    game masks it)."""
 
     is_continuous = False  # True: the actor's output is a Gaussian's mean, beside ``actor_logstd``
 
     def encode_observations(self, observations: torch.Tensor, state=None) -> torch.Tensor:
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None:
+            return encoder(observations)
         return observations.reshape(observations.shape[0], -1).float()
 
     def logits(self, hidden: torch.Tensor):
@@ -86,20 +103,51 @@ class MLPPolicy(ActorCritic):
     gives and whose log standard deviation is one learned parameter per action dimension, starting
     at ``log_std_init`` (0: std 1, CleanRL's start, wide enough to explore bounds of +-1).
     ``core_size``: the width of the features the MLPs read, when a recurrent core sits between the
-    observation and them (``--policy-lstm-size``); None: the flattened observation."""
+    observation and them (``--policy-lstm-size``); None: the encoded observation (a Box's
+    values; a Dict's, Tuple's or Discrete's parts one-hot or flattened, ``training.encoders``).
+    The encoder has no parameters, so a Box observation's state_dict holds ``actor.*``,
+    ``critic.*`` and, for Box actions, ``actor_logstd``, as it always has."""
 
     def __init__(self, env, hidden=(256, 256), activation: str = "tanh", log_std_init: float = 0.0,
                  core_size: int | None = None):
         super().__init__()
-        obs_dim = int(core_size) if core_size else flat_size(env.single_observation_space)
-        dist = ActionDist(env.single_action_space)
-        self.is_continuous = dist.kind == "box"
-        if dist.kind == "discrete":
-            out_dim = dist.n
-        elif dist.kind == "multidiscrete":
-            out_dim = sum(dist.nvec)
-        else:
-            out_dim = int(np.prod(dist.shape))
+        self.encoder = observation_encoder(env)
+        obs_dim = int(core_size) if core_size else self.encoder.out_dim
+        out_dim, self.is_continuous = action_head_size(env.single_action_space)
+        if self.is_continuous:
             self.actor_logstd = nn.Parameter(torch.full((1, out_dim), float(log_std_init)))
         self.actor = mlp(obs_dim, hidden, out_dim, 0.01, activation)
         self.critic = mlp(obs_dim, hidden, 1, 1.0, activation)
+
+
+class CNNPolicy(ActorCritic):
+    """The Nature CNN (``training.encoders.NatureCNN``: ``pufferlib.models.Convolutional``'s
+    network) over image observations, then a linear actor head (gain 0.01) and a linear value head
+    (gain 1). ``hidden``: the linear layers after the convolutions (512 in the Nature paper).
+    ``core_size``: the width the heads read when an LSTM sits between the CNN and them
+    (``--policy-lstm-size``). ``channels_last``: the image layout, None to read it from the space
+    (``training.encoders.image_layout``). Box actions: a learned state-independent log-std, from
+    ``log_std_init``."""
+
+    def __init__(self, env, hidden=(512,), core_size: int | None = None, log_std_init: float = 0.0,
+                 channels_last: bool | None = None):
+        super().__init__()
+        self.encoder = NatureCNN(native_space(env), hidden, channels_last)
+        width = int(core_size) if core_size else self.encoder.out_dim
+        out_dim, self.is_continuous = action_head_size(env.single_action_space)
+        if self.is_continuous:
+            self.actor_logstd = nn.Parameter(torch.full((1, out_dim), float(log_std_init)))
+        self.actor = orthogonal_linear(width, out_dim, 0.01)
+        self.critic = orthogonal_linear(width, 1, 1.0)
+
+
+def default_policy(env, hidden=(256, 256), activation: str = "tanh", log_std_init: float = 0.0,
+                   core_size: int | None = None) -> ActorCritic:
+    """``--policy default``: ``CNNPolicy`` for image observations (``training.encoders.is_image``)
+    the Nature CNN can read, at least ``NATURE_MIN_SIDE`` pixels a side (``hidden`` are its linear
+    layers after the convolutions, ``activation`` does not apply: the CNN is ReLU throughout);
+    ``MLPPolicy`` for any other, small grids of bytes (7 x 7 x 3) included."""
+    layout = image_layout(native_space(env))
+    if layout is not None and min(layout[1][1:]) >= NATURE_MIN_SIDE:
+        return CNNPolicy(env, hidden=hidden, core_size=core_size, log_std_init=log_std_init)
+    return MLPPolicy(env, hidden=hidden, activation=activation, log_std_init=log_std_init, core_size=core_size)

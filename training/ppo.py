@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.adam import adam_step
+
 
 def _check_shapes(named: dict[str, np.ndarray], last_values: np.ndarray) -> tuple[int, int]:
     shape = named["values"].shape
@@ -124,7 +126,8 @@ def _wmean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns,
-               weights, clip_coef: float, vf_clip_coef: float, norm_adv: bool = True, pg_weights=None) -> dict:
+               weights, clip_coef: float, vf_clip_coef: float, norm_adv: bool = True, pg_weights=None,
+               totals: dict | None = None) -> dict:
     """CleanRL's PPO losses as weighted means over entries with weights > 0.
 
     Returns tensors policy_loss, value_loss, entropy (differentiable) and approx_kl,
@@ -133,7 +136,14 @@ def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantag
     ``pg_weights`` (default ``weights``) restricts the policy terms (policy loss, entropy,
     advantage normalisation, approx_kl, clipfrac) to the entries the policy itself acted on;
     the value loss keeps ``weights``.
+    ``totals`` (data-parallel learners, ``training.distributed``): these rows are one learner's share
+    of a minibatch spread over several; the weight sums ``n`` (policy terms) and ``v_n`` (value
+    loss) and the advantages' ``adv_mean`` and ``adv_var`` are the whole minibatch's, so every
+    loss is this share's part of the whole minibatch's mean, and the learners' parts add up to it.
     """
+    if totals is not None:
+        return _ppo_losses_share(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns,
+                                 weights, clip_coef, vf_clip_coef, norm_adv, pg_weights, totals)
     weights = weights.to(new_logprob.dtype)
     value_weights = weights
     if pg_weights is not None:
@@ -165,6 +175,30 @@ def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantag
 
     return {"policy_loss": policy_loss, "value_loss": value_loss,
             "entropy": _wmean(entropy, weights), "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def _ppo_losses_share(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns,
+                      weights, clip_coef, vf_clip_coef, norm_adv, pg_weights, totals) -> dict:
+    """``ppo_losses`` of one learner's rows with the whole minibatch's sums (``totals``)."""
+    value_weights = weights = weights.to(new_logprob.dtype)
+    if pg_weights is not None:
+        weights = pg_weights.to(new_logprob.dtype)
+    n, v_n = totals["n"].clamp(min=1.0), totals["v_n"].clamp(min=1.0)
+    part = lambda x, w, den: (x * w).sum() / den  # noqa: E731
+    logratio = new_logprob - old_logprob
+    ratio = logratio.exp()
+    if norm_adv:
+        advantages = (advantages - totals["adv_mean"]) / (totals["adv_var"].sqrt() + 1e-8)
+    pg_loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef))
+    v_loss = (new_value - returns) ** 2
+    if vf_clip_coef is not None and vf_clip_coef > 0:
+        v_clipped = old_value + torch.clamp(new_value - old_value, -vf_clip_coef, vf_clip_coef)
+        v_loss = torch.max(v_loss, (v_clipped - returns) ** 2)
+    with torch.no_grad():
+        approx_kl = part((ratio - 1.0) - logratio, weights, n)
+        clipfrac = part(((ratio - 1.0).abs() > clip_coef).to(weights.dtype), weights, n)
+    return {"policy_loss": part(pg_loss, weights, n), "value_loss": 0.5 * part(v_loss, value_weights, v_n),
+            "entropy": part(entropy, weights, n), "approx_kl": approx_kl, "clipfrac": clipfrac}
 
 
 def explained_variance(values, returns, weights=None) -> float:
@@ -211,7 +245,7 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                target_kl: float | None = None, generator: np.random.Generator,
                distill_coef: float = 0.0, amp_dtype: torch.dtype | None = None,
                pg_coef: float = 1.0, before_minibatch=None, in_pass_targets=None,
-               sequences: tuple[int, int] | None = None) -> dict[str, float]:
+               sequences: tuple[int, int] | None = None, data_parallel=None) -> dict[str, float]:
     """update_epochs passes of shuffled minibatch PPO steps on a flat batch (B, ...).
 
     batch: torch tensors keyed obs, actions, logprobs, values, advantages, returns, valid
@@ -242,6 +276,19 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     sequences (T, N): the policy is recurrent. Every minibatch is a set of whole env columns
     (env_column_minibatches), replayed through time from batch["state"] (each key (N, ...), the
     state each column started from) with batch["resets"] (B,) zeroing it where an episode began.
+    A minibatch whose loss or gradient norm is not finite takes no optimizer step (the weights and
+    Adam's moments stay as they were); ``nonfinite_minibatches`` counts them, and the means above
+    are over the other minibatches.
+    No host synchronisation per minibatch: the step is skipped on the device (``adam_step``'s
+    found_inf, as AMP's GradScaler does), the loss sums and the non-finite count stay device tensors,
+    and the update synchronises once, at its end (plus once per epoch with ``target_kl``, and in
+    ``in_pass_targets``' fn, which computes V-trace on the host).
+    data_parallel (a ``training.distributed.DataParallel``): this learner holds env columns
+    [rank * N, (rank + 1) * N) of a batch of world * N columns (``batch`` is its (T, N) share, flat,
+    time-major). Every learner draws the same global minibatches (same generator), trains on its rows
+    of each, with the whole minibatch's weight sums and advantage statistics, and the gradients are
+    summed over the learners before clipping: the update is one learner's on the whole batch, up to
+    float rounding. Not with ``in_pass_targets`` or ``sequences``.
     """
     missing = [k for k in _BATCH_KEYS if k not in batch]
     if missing:
@@ -257,22 +304,35 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
 
     distill = distill_coef > 0 and "teacher_actions" in batch
     prior = batch.get("prior_actions")
-    sums = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm",
-                             "distill_loss")}
-    updates = 0
+    dp = data_parallel
+    if dp is not None and (in_pass_targets is not None or sequences is not None):
+        raise ValueError("data-parallel updates take neither in_pass_targets nor sequences")
+    device = batch["obs"].device
+    # device accumulators, float64 as Python's floats were: the same sums, bit for bit
+    sums = torch.zeros(len(_STAT_KEYS) + 1, dtype=torch.float64, device=device)  # + grad_norm
+    nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+    zero = torch.zeros((), dtype=torch.float32, device=device)
+    tried = 0
     for epoch in range(update_epochs):
-        approx_kl = 0.0
+        approx_kl = zero  # of the epoch's last minibatch that stepped
         in_pass = in_pass_targets is not None and epoch == 0
         if in_pass:
             groups = in_pass_targets[0]
         elif sequences is not None:
             groups = env_column_minibatches(*sequences, num_minibatches, generator)
+        elif dp is not None:
+            groups = dp.local_rows(minibatch_indices(batch_size * dp.world, num_minibatches, generator))
         else:
             groups = minibatch_indices(batch_size, num_minibatches, generator)
-        for k, idx_np in enumerate(groups):
+        # every minibatch's row indices reach the device in one copy per epoch
+        bounds = np.cumsum([0] + [len(g) for g in groups])
+        all_idx = torch.from_numpy(np.concatenate(groups).astype(np.int64, copy=False)).to(device)
+        idxs = [all_idx[bounds[k]:bounds[k + 1]] for k in range(len(groups))]
+        totals = None if dp is None else dp.minibatch_totals(
+            idxs, weights, weights if pg_weights is None else pg_weights, batch["advantages"], norm_adv)
+        for k, idx in enumerate(idxs):
             if before_minibatch is not None:
                 before_minibatch()
-            idx = torch.from_numpy(idx_np).to(batch["obs"].device)
             # one forward pass serves both the taken actions and (kickstarting) the teacher's
             dist_params, new_value = forward_float32(policy, batch["obs"][idx], amp_dtype,
                                                      None if prior is None else prior[idx],
@@ -285,7 +345,8 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
             losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
                                 weights[idx], clip_coef, vf_clip_coef, norm_adv,
-                                pg_weights=None if pg_weights is None else pg_weights[idx])
+                                pg_weights=None if pg_weights is None else pg_weights[idx],
+                                totals=None if totals is None else totals[k])
             loss = pg_coef * losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
             if distill:
                 teacher_logprob, _ = policy.logprob_entropy(dist_params, batch["teacher_actions"][idx])
@@ -296,26 +357,40 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            packed = torch.stack([loss.detach(), *(losses[key].detach() if key in losses else zero
+                                                   for key in _STAT_KEYS)])
+            if dp is not None:  # the learners' gradients and loss parts summed: the whole minibatch's
+                packed = dp.all_reduce_gradients(params, packed)
             grad_norm = nn.utils.clip_grad_norm_(params, clip_norm, foreach=True)
-            optimizer.step()
-
-            for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "distill_loss"):
-                if k in losses:
-                    sums[k] += float(losses[k].detach())
-            sums["grad_norm"] += float(grad_norm)
-            approx_kl = float(losses["approx_kl"])
-            updates += 1
-        if target_kl is not None and approx_kl > target_kl:
+            # a non-finite step would spread NaN to every weight: the optimizer skips it on the device
+            found_inf = (~(torch.isfinite(packed[0]) & torch.isfinite(grad_norm))).to(torch.float32)
+            adam_step(optimizer, found_inf)
+            stepped = found_inf == 0
+            values = torch.cat([packed[1:], grad_norm.detach().reshape(1).to(packed.dtype)]).to(torch.float64)
+            sums += torch.where(stepped, values, 0.0)
+            nonfinite += (~stepped).to(torch.int64)
+            approx_kl = torch.where(stepped, packed[1 + _STAT_KEYS.index("approx_kl")], approx_kl)
+            tried += 1
+        if target_kl is not None and float(approx_kl) > target_kl:  # one synchronisation per epoch, only here
             break
 
-    stats = {k: v / max(updates, 1) for k, v in sums.items()}
+    nonfinite = int(nonfinite)  # the update's one synchronisation
+    updates = tried - nonfinite
+    means = {k: v / max(updates, 1) for k, v in zip((*_STAT_KEYS, "grad_norm"), sums.tolist())}
+    stats = {k: means[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm",
+                                   "distill_loss")}
     if not distill:
         del stats["distill_loss"]
     if pg_coef == 0:  # the batch's log-probs are not the acting policy's: ratio statistics mean nothing
         stats.update(policy_loss=None, approx_kl=None, clipfrac=None)
-    stats["explained_variance"] = explained_variance(batch["values"], batch["returns"], weights)
+    stats["explained_variance"] = (explained_variance(batch["values"], batch["returns"], weights) if dp is None
+                                   else dp.explained_variance(batch["values"], batch["returns"], weights))
     stats["num_minibatch_updates"] = updates
+    stats["nonfinite_minibatches"] = nonfinite
     return stats
+
+
+_STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "distill_loss")
 
 
 def _sequence_state(batch: dict, idx: torch.Tensor, T: int) -> dict:

@@ -95,7 +95,12 @@ class LSTMWrapper(nn.Module):
 
 def wrap_lstm(module: nn.Module, env, hidden_size: int) -> LSTMWrapper:
     """``module`` (built with ``core_size=hidden_size``) behind an LSTM of ``hidden_size`` units;
-    the LSTM's input is whatever ``module.encode_observations`` gives for one observation."""
+    the LSTM's input is whatever ``module.encode_observations`` gives for one observation. The
+    sample is an all-zero observation as the policy receives them: in the transport space
+    (``env.single_observation_space``, its dtype; PufferLib's emulated bytes for a Dict, Tuple or
+    Discrete observation, which decode to zeros), not the native one, so a CNN sees a blank image
+    and a structured encoder (``training.encoders``) its parts; a value outside a Discrete's range
+    one-hots to zeros, so a Discrete with ``start`` > 0 takes the zero sample too."""
     space = env.single_observation_space
     with torch.no_grad():
         sample = torch.as_tensor(np.zeros((1, *space.shape), dtype=space.dtype))

@@ -5,10 +5,10 @@ replay file first, then its index entry, so an entry never points at a missing f
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from training.replays import SCHEMA_VERSION, eval_seeds, pack_episode, record_best, write_replay
-from training.run_store import atomic_write_json, utc_now_iso
+from training.storage import atomic_write_json, utc_now_iso
+from training.storage import as_path
 
 ENTRY_KEYS = ("run_id", "window_id", "replay_id", "replay_path", "checkpoint_path", "tags",
               "trainer_backend", "return_total", "steps", "profit", "survival", "terminated",
@@ -50,7 +50,7 @@ class ReplayIndex:
     """``replay_index.json`` of one run; every add() rewrites it whole and atomically."""
 
     def __init__(self, run_dir, run_id: str):
-        self.path = Path(run_dir) / "replay_index.json"
+        self.path = as_path(run_dir) / "replay_index.json"  # local, or on a remote store (s3://...)
         self.run_id = run_id
         self.entries: list[dict] = []
         if self.path.exists():

@@ -17,11 +17,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 
-from training.run_store import atomic_write_bytes, json_safe
+from training.storage import atomic_write_bytes, json_safe
+from training.storage import as_path
 
 SCHEMA_VERSION = 1
 EVENTS = ("invalid_action", "pirate_encounter", "overheat_tick", "terminated", "truncated")
@@ -158,7 +158,7 @@ def replay_relpath(window_id: int, replay_id: str) -> str:
 
 def write_replay(store_or_run_dir, window_id: int, replay_id: str, episode: dict) -> str:
     """Write the episode (frames, or packed) atomically; -> the run-relative path."""
-    run_dir = Path(getattr(store_or_run_dir, "run_dir", store_or_run_dir))
+    run_dir = as_path(getattr(store_or_run_dir, "run_dir", store_or_run_dir))  # a local Path, or a RemotePath
     rel = replay_relpath(window_id, replay_id)
     data = episode.get("replay_gz") or encode_frames(episode["frames"])
     atomic_write_bytes(run_dir / rel, data)

@@ -41,9 +41,29 @@ def random_actions(space, n: int, rng: np.random.Generator) -> np.ndarray:
     raise TypeError(f"unsupported action space {space}")
 
 
+def to_host(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """``tensors`` (on one device) as NumPy arrays, in one device-to-host copy: their bytes are
+    packed into one buffer there, copied once, and unpacked here (exact, whatever the dtypes)."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return [t.numpy() for t in tensors]
+    return packed_to_host(*tensors)
+
+
+def packed_to_host(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """``to_host``'s one copy, on any device (tests run it on CPU)."""
+    flat = [t.detach().contiguous().reshape(-1) for t in tensors]
+    raw = torch.cat([f.view(torch.uint8) for f in flat]).cpu().numpy()
+    out, offset = [], 0
+    for t, f in zip(tensors, flat):
+        n = f.numel() * f.element_size()
+        out.append(raw[offset:offset + n].view(np.dtype(str(f.dtype).removeprefix("torch."))).reshape(t.shape))
+        offset += n
+    return out
+
+
 class RolloutCollector:
     def __init__(self, vecenv, rollout_steps: int, seed: int, policy=None, env_name: str = "env", teacher=None,
-                 step_values: bool = True, rollin_max: int = 0, rollin_prob: float = 1.0):
+                 step_values: bool = True, rollin_max: int = 0, rollin_prob: float = 1.0, device: str = "cpu"):
         self.env = vecenv
         self.env_name = env_name
         self.num_envs = vecenv.num_agents
@@ -51,7 +71,11 @@ class RolloutCollector:
         self.policy = policy  # a training.agent.Agent; None: uniform random actions (the `random` backend)
         self.teacher = teacher  # kickstarting: obs batch -> the teacher's actions, recorded beside ours
         self.rng = np.random.default_rng(seed)
-        self.torch_gen = torch.Generator().manual_seed(seed)  # action sampling, own stream for exact resume
+        # where the policy acts (--runner-device): one host-to-device copy of the observations and
+        # one copy back of the actions, log-probs and values per step (``_act``)
+        self.device = torch.device(device)
+        # action sampling, own stream for exact resume; on the policy's device, so the noise is drawn there
+        self.torch_gen = torch.Generator(device=self.device).manual_seed(seed)
         self.obs_space = vecenv.single_observation_space
         self.act_space = vecenv.single_action_space
         self.native_reset = bool(getattr(vecenv, "autoreset_same_step", True))
@@ -104,13 +128,14 @@ class RolloutCollector:
             return actions, actions, zeros, zeros
         with torch.no_grad():
             recurrent = {} if self.state is None else {"state": self.state}
-            action, logprob, value = self.policy.act(torch.as_tensor(obs), generator=self.torch_gen,
+            action, logprob, value = self.policy.act(torch.as_tensor(obs).to(self.device), generator=self.torch_gen,
                                                      with_value=self.step_values, **recurrent)
-        action = action.numpy().reshape(self.num_envs, *self._act_shape)
+        action, logprob, value = to_host(action, logprob, value)
+        action = action.reshape(self.num_envs, *self._act_shape)
         env_action = action
         if isinstance(self.act_space, spaces.Box):
             env_action = np.clip(action, self.act_space.low, self.act_space.high)
-        return action, env_action, logprob.numpy().astype(np.float32), value.numpy().astype(np.float32)
+        return action, env_action, logprob.astype(np.float32), value.astype(np.float32)
 
     def _draw_rollins(self, n: int) -> np.ndarray:
         if not self.rollin_max:
@@ -124,10 +149,12 @@ class RolloutCollector:
         """Values of ``obs``, the observations of envs ``rows``, each from its env's current state."""
         if self.policy is None or len(obs) == 0:
             return np.zeros(len(obs), dtype=np.float32)
+        if isinstance(rows, torch.Tensor):
+            rows = rows.to(self.device)
         recurrent = {} if self.state is None else {"state": {k: v[rows] for k, v in self.state.items()}}
         with torch.no_grad():
-            value = self.policy.values(torch.as_tensor(obs), **recurrent)
-        return value.numpy().astype(np.float32).reshape(-1)
+            value = self.policy.values(torch.as_tensor(obs).to(self.device), **recurrent)
+        return value.cpu().numpy().astype(np.float32).reshape(-1)
 
     def _start_state(self) -> dict | None:
         """The recurrent state this rollout starts from (NumPy copies, for the batch)."""
@@ -135,8 +162,8 @@ class RolloutCollector:
             self.state = None
             return None
         if self.state is None:
-            self.state = self.policy.initial_state(self.num_envs)
-        return {k: v.numpy().copy() for k, v in self.state.items()}
+            self.state = self.policy.initial_state(self.num_envs, self.device)
+        return {k: v.cpu().numpy().copy() for k, v in self.state.items()}
 
     # ---------------------------------------------------------------- collect
     def collect(self, teach: bool | str = False, steps: int | None = None) -> tuple[dict, list[dict]]:
@@ -201,7 +228,7 @@ class RolloutCollector:
                     final_values[t, idx] = values[t, idx]
             self._account(t, rewards[t], terminals[t], truncations[t], valid[t], infos, episodes)
             if self.state is not None:
-                ends = torch.from_numpy(episode_ends(terminals[t], truncations[t], valid[t]))
+                ends = torch.from_numpy(episode_ends(terminals[t], truncations[t], valid[t])).to(self.device)
                 for v in self.state.values():
                     v[ends] = 0.0
             if rollin and done.any():  # native envs: a finished env starts its next episode now
@@ -249,7 +276,7 @@ class RolloutCollector:
             torch_rng=self.torch_gen.get_state().numpy(), env=self.env.get_state() if self.exact_state else None,
             rollin_rng=self.rollin_rng.bit_generator.state, rollin_left=self.rollin_left.copy(),
             ep_teacher=self.ep_teacher.copy(),
-            recurrent_state=None if self.state is None else {k: v.numpy().copy() for k, v in self.state.items()},
+            recurrent_state=None if self.state is None else {k: v.cpu().numpy().copy() for k, v in self.state.items()},
         )
 
     def load_state_dict(self, state: dict) -> bool:
@@ -271,7 +298,8 @@ class RolloutCollector:
             self.rollin_left = state["rollin_left"].copy()
             self.ep_teacher = state["ep_teacher"].copy()
         if state.get("recurrent_state") is not None:
-            self.state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state["recurrent_state"].items()}
+            self.state = {k: torch.from_numpy(np.array(v, copy=True)).to(self.device)
+                          for k, v in state["recurrent_state"].items()}
         return True
 
     def _account(self, t, rew, term, trunc, valid, infos, episodes) -> None:

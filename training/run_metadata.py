@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from training.run_store import utc_now_iso
+from training.storage import utc_now_iso
 
 _FINAL_STATUSES = ("completed", "failed", "stopped")
 

@@ -3,26 +3,32 @@
 The API and web front end read these files while training writes them, and a crashed run must
 resume without duplicating or losing windows, so every whole-file write is atomic and every
 append is fsynced. See docs/RUN_ARTIFACTS.md for the contract this module implements.
+
+The run root may also be a URI (``s3://bucket/runs``; training/storage.py): the layout is the
+same, whole files are replaced as whole objects, and ``windows.jsonl`` is rewritten whole on each
+append (an object store has no append) from the writer's in-memory copy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import io
 import json
-import math
 import os
 import re
+import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
-from training.checkpoint_codec import peek_format_version, save_to_array
+from training.checkpoint_codec import (UnsafeCheckpointError, load_bytes, peek_format_version, save_to_array,
+                                       unsafe_globals)
+from training.envs.plugin import checkpoint_types
+from training.storage import (RemotePath, StorageError, as_path, atomic_write_bytes, atomic_write_json, is_remote,
+                              json_safe)
+from training.storage import replace as move_file
 
 # 2: the policy spec names a plug-in factory and its kwargs (training/agent.py); 1 held the
 # trainer's own architecture fields, which no longer build a policy.
@@ -42,67 +48,6 @@ class CheckpointFormatError(CheckpointError):
     """A whole checkpoint in a format this trainer does not read."""
 
 
-def utc_now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def json_safe(value: Any) -> Any:
-    """Numpy/torch scalars to Python numbers, NaN/inf to None (strict JSON has neither)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if callable(getattr(value, "tolist", None)):  # numpy / torch scalars and arrays
-        return json_safe(value.tolist())
-    raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Without this the rename itself may be lost on power failure; some platforms cannot open dirs.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target so os.replace is a rename within one filesystem (atomic).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview | np.ndarray) -> None:
-    """Replace ``path`` with ``data`` so that readers see either the old or the new file, whole."""
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def encode_checkpoint(state: dict, window_id: int | None = None) -> np.ndarray:
     """A checkpoint's file contents (``torch.save`` format), as a uint8 array over the encoder's own
     buffer. The learner actor calls this, so the driver, which only writes the bytes, needs no torch.
@@ -115,7 +60,13 @@ def encode_checkpoint(state: dict, window_id: int | None = None) -> np.ndarray:
         raise ValueError(f"checkpoint format_version {version!r} != {CHECKPOINT_FORMAT_VERSION}")
     if window_id is not None:
         payload.setdefault("window_id", int(window_id))
-    return save_to_array(payload)
+    try:
+        return save_to_array(payload, checkpoint_types())
+    except UnsafeCheckpointError as e:  # fail at the first checkpoint, not at the resume that cannot load it
+        raise CheckpointError(
+            f"a checkpoint would hold objects of {e}, which checkpoints do not load (they never run a file's code): "
+            "make the env's get_state() return plain data (dicts, lists, numbers, strings, NumPy arrays), or declare "
+            "those classes in its plug-in's checkpoint_types (docs/EXTENDING.md)") from None
 
 
 def default_run_id(now: _dt.datetime | None = None, cwd: str | os.PathLike | None = None) -> str:
@@ -141,44 +92,58 @@ def _run_path(*parts: str) -> property:
 class RunStore:
     """Paths and reads/writes for one run directory. Single writer: the training driver."""
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike | RemotePath):
         # Use create()/open(); the constructor does no checks so both share it.
-        self._run_dir = Path(run_dir)
+        self._run_dir = as_path(run_dir)
         self._last_window_id: int | None = None  # cached for the continuity check in append_window
         self._torn_tail = False
+        self._windows_data: bytes | None = None  # remote: windows.jsonl as this writer last wrote it
+
+    @property
+    def remote(self) -> bool:
+        """True when the run lives on a remote filesystem (an object store), not the local disk."""
+        return isinstance(self._run_dir, RemotePath)
 
     @classmethod
     def create(cls, run_root: str | os.PathLike, run_id: str) -> "RunStore":
         """Create ``<run_root>/<run_id>/`` and its sub-folders; never reuse another run's."""
         if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id:
             raise RunStoreError(f"invalid run id {run_id!r}: it must be a single folder name")
-        run_dir = Path(run_root) / run_id
-        if run_dir.exists():
-            if not run_dir.is_dir():
-                raise RunStoreError(f"run directory {run_dir} exists and is not a directory")
-            if any(run_dir.iterdir()):
-                raise RunStoreError(
-                    f"run directory {run_dir} already exists and is not empty; a new run never "
-                    f"overwrites another: choose another --run-id or resume that run"
-                )
-        return cls(run_dir)._make_dirs()
+        with _storage_errors(run_root):
+            run_dir = as_path(run_root) / run_id
+            if run_dir.exists():
+                if not run_dir.is_dir():
+                    raise RunStoreError(f"run directory {run_dir} exists and is not a directory")
+                if any(run_dir.iterdir()):
+                    raise RunStoreError(
+                        f"run directory {run_dir} already exists and is not empty; a new run never "
+                        f"overwrites another: choose another --run-id or resume that run"
+                    )
+            return cls(run_dir)._make_dirs()
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike) -> "RunStore":
-        """Open an existing run (for resume); it must hold the config.json written at its start."""
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise RunStoreError(f"cannot resume: run directory {run_dir} does not exist")
-        store = cls(run_dir)
-        if not store.config_path.is_file():
-            raise RunStoreError(f"cannot resume: {store.config_path} is missing; "
-                                f"{run_dir} is not a run")
-        return store._make_dirs()
+        """Open an existing run (for resume); it must hold the config.json written at its start.
+        ``run_dir``: a path, or a URI (``s3://bucket/runs/<run id>``)."""
+        with _storage_errors(run_dir):
+            run_dir = as_path(run_dir)
+            if not run_dir.is_dir():
+                raise RunStoreError(f"cannot resume: run directory {run_dir} does not exist")
+            store = cls(run_dir)
+            if not store.config_path.is_file():
+                raise RunStoreError(f"cannot resume: {store.config_path} is missing; "
+                                    f"{run_dir} is not a run")
+            return store._make_dirs()
 
     def _make_dirs(self) -> "RunStore":
         for d in (self.metrics_dir, self.checkpoints_dir, self.replays_dir):
             d.mkdir(parents=True, exist_ok=True)
         return self
+
+    def discard(self) -> None:
+        """Delete this run's directory: for a new run that never began (its settings failed where
+        only the actors could judge them), so no half-made run is left to resume."""
+        shutil.rmtree(self._run_dir, ignore_errors=True)
 
     # -- paths (all derived from run_dir) -----------------------------------------------------
     run_dir = property(lambda self: self._run_dir)
@@ -193,6 +158,11 @@ class RunStore:
 
     def relative(self, path: str | os.PathLike) -> str:
         """Run-relative POSIX path, the form stored in run_metadata.json."""
+        if self.remote or is_remote(path):
+            if not is_remote(path):
+                return Path(path).as_posix()  # already run-relative
+            text, root = str(path).partition("?")[0], str(self._run_dir).partition("?")[0] + "/"
+            return text[len(root):] if text.startswith(root) else str(path)
         p = Path(path)
         try:
             if p.is_absolute():
@@ -203,7 +173,7 @@ class RunStore:
             pass  # outside the run dir: keep as given
         return p.as_posix()
 
-    def checkpoint_path(self, window_id: int) -> Path:
+    def checkpoint_path(self, window_id: int) -> Path | RemotePath:
         return self.checkpoints_dir / f"ckpt_{int(window_id):06d}.pt"
 
     # -- config / metadata ---------------------------------------------------------------------
@@ -226,10 +196,9 @@ class RunStore:
         return self._read_json(self.metadata_path)
 
     @staticmethod
-    def _read_json(path: Path) -> dict:
+    def _read_json(path: Path | RemotePath) -> dict:
         try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
+            return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RunStoreError(f"{path}: file not found") from None
         except (OSError, ValueError) as exc:
@@ -252,6 +221,15 @@ class RunStore:
                 f"{self._last_window_id}; truncate_windows() before resuming"
             )
         line = json.dumps(json_safe(row), separators=(",", ":"), allow_nan=False) + "\n"
+        if self.remote:  # no append on an object store: the whole object again, from our copy of it
+            data = self._windows_data if self._windows_data is not None else self._read_windows_bytes()
+            if data and not data.endswith(b"\n"):
+                data += b"\n"
+            data += line.encode("utf-8")
+            atomic_write_bytes(self.windows_path, data)
+            self._windows_data = data
+            self._last_window_id = window_id
+            return
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         with open(self.windows_path, "a", encoding="utf-8") as f:
             f.write(line)
@@ -259,11 +237,19 @@ class RunStore:
             os.fsync(f.fileno())
         self._last_window_id = window_id
 
+    def _read_windows_bytes(self) -> bytes:
+        try:
+            return self.windows_path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
     def _read_window_lines(self) -> list[tuple[str, dict]]:
         self._torn_tail = False
         try:
-            with open(self.windows_path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            if self._windows_data is not None:  # remote writer: what it wrote last is the object
+                lines = self._windows_data.decode("utf-8").splitlines()
+            else:
+                lines = self.windows_path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
         out = []
@@ -296,6 +282,8 @@ class RunStore:
         if self.windows_path.exists():
             data = "".join(line + "\n" for line, _ in kept).encode("utf-8")
             atomic_write_bytes(self.windows_path, data)
+            if self.remote:
+                self._windows_data = data
         self._last_window_id = ids[-1] if ids else -1
         return len(entries) - len(kept)
 
@@ -312,13 +300,13 @@ class RunStore:
         if path.exists():
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
             aside = path.with_name(f"{path.name}.superseded-{stamp}")
-            os.replace(path, aside)
+            move_file(path, aside)
             warnings.warn(f"{path}: already existed; kept the old file as {aside.name}",
                           stacklevel=2)
         atomic_write_bytes(path, data)
         return self.relative(path)
 
-    def list_checkpoints(self) -> list[Path]:
+    def list_checkpoints(self) -> list[Path | RemotePath]:
         """Checkpoint files by ascending window id (loadable or not)."""
         if not self.checkpoints_dir.is_dir():
             return []
@@ -328,6 +316,24 @@ class RunStore:
             if m and p.is_file():
                 found.append((int(m.group(1)), p))
         return [p for _, p in sorted(found)]
+
+    def prune_checkpoints(self, keep: int) -> list[Path]:
+        """Delete all but the newest ``keep`` checkpoints and the one written at the window of the best
+        ``return_mean`` (the earliest of equals); 0 keeps all. Call it once the newest is written:
+        files are written atomically, so the newest is whole before anything older goes. Returns
+        the deleted paths. Files that do not load count like any other (the newest ``keep`` stand
+        in for them)."""
+        checkpoints = self.list_checkpoints()
+        if keep <= 0 or len(checkpoints) <= keep:
+            return []
+        window_of = {p: int(_CKPT_RE.match(p.name).group(1)) for p in checkpoints}
+        returns = {int(r["window_id"]): r.get("return_mean") for r in self.read_windows()}
+        scored = [p for p in checkpoints if isinstance(returns.get(window_of[p]), (int, float))]
+        best = max(scored, key=lambda p: (returns[window_of[p]], -window_of[p])) if scored else None
+        doomed = [p for p in checkpoints[:-keep] if p != best]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        return doomed
 
     def latest_checkpoint_state(self) -> tuple[Path, dict] | None:
         """(path, state) of the newest checkpoint that loads; unloadable newer files are skipped."""
@@ -365,37 +371,56 @@ class RunStore:
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict:
         """Like load_checkpoint(); a relative path is run-relative when that file exists."""
-        p = Path(path)
+        p = as_path(path)
         if not p.is_absolute() and (self._run_dir / p).exists():
             p = self._run_dir / p
         return load_checkpoint(p)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint onto the CPU; raise ``CheckpointError("<path>: <reason>")`` if unusable."""
-    path = Path(path)
+    """Load a checkpoint onto the CPU; raise ``CheckpointError("<path>: <reason>")`` if unusable.
+    ``path``: a local path, a URI (``s3://...``) or a RemotePath."""
+    path = as_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{path}: unreadable ({exc})") from exc
-    import torch
-
     try:
-        # weights_only=False: these are the run's own files and they carry numpy RNG states,
-        # which the restricted unpickler rejects.
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        state = load_bytes(data, checkpoint_types())  # torch's restricted unpickler: no code of the file runs
     except Exception as exc:  # torch raises many types for truncated/garbage input
         _check_version(path, peek_format_version(data))  # an older format names classes since moved
+        try:
+            unsafe = unsafe_globals(data, checkpoint_types())
+        except Exception:  # noqa: BLE001 - not even a torch file: corrupt
+            unsafe = []
+        if unsafe:
+            raise CheckpointError(f"{path}: names {', '.join(unsafe)}, which a checkpoint may not load (loading never "
+                                  "runs a file's code; a crafted file could); an env plug-in declares the classes of "
+                                  "its env snapshots in checkpoint_types") from None
         raise CheckpointError(
-            f"{path}: corrupt or partial checkpoint ({type(exc).__name__}: {exc})") from exc
+            f"{path}: corrupt or partial checkpoint ({type(exc).__name__}: {str(exc)[:300]})") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds {type(state).__name__}, not dict)")
     if "format_version" not in state:
         raise CheckpointError(f"{path}: missing format_version key")
     _check_version(path, state["format_version"])
     return state
+
+
+@contextlib.contextmanager
+def _storage_errors(where):
+    """A remote location that cannot be used (bad URI, missing bucket, no credentials) as a one-line
+    RunStoreError naming it; local errors pass unchanged."""
+    try:
+        yield
+    except StorageError as exc:
+        raise RunStoreError(str(exc)) from None
+    except OSError as exc:
+        if not is_remote(where):
+            raise
+        raise RunStoreError(f"{where}: cannot use this storage ({exc})") from None
 
 
 def _check_version(path: Path, version) -> None:

@@ -8,12 +8,15 @@ driver can hold a list or a MultiSink and not care which are enabled.
 from __future__ import annotations
 
 import logging
+import netrc
 import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from training.config import ConfigError
 from training.run_store import RunStore
+from training.storage import RemotePath, as_path, call_with_local_copy, is_remote, local_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +118,16 @@ class WandbSink:
 
     def _log_file(self, kind: str, path: str | os.PathLike, aliases: list[str],
                   metadata: dict) -> None:
-        file = Path(path)
-        if not file.is_absolute() and not file.exists():
+        file = as_path(path)
+        if not isinstance(file, RemotePath) and not file.is_absolute() and not file.exists():
             file = self._run_dir / file  # run-relative, as save_checkpoint returns it
 
         def upload() -> None:
             art = self._wandb.Artifact(f"{kind}-{self._name}",
                                        type="model" if kind == "model" else kind,
                                        metadata={"run_id": self.run_id, **metadata})
-            art.add_file(str(file), name=file.name)
+            # a remote run's file (s3://...) from a local copy; add_file copies it into W&B's staging area
+            call_with_local_copy(lambda local: art.add_file(str(local), name=file.name), file)
             self._run.log_artifact(art, aliases=aliases)
 
         self._guard(f"{kind} artifact", upload)
@@ -205,11 +209,31 @@ class MultiSink:
             raise errors[0]
 
 
-def run_sinks(cfg, run_dir: str | os.PathLike) -> tuple[MultiSink, str | None]:
+def run_sinks(cfg, run_dir: str | os.PathLike | RemotePath) -> tuple[MultiSink, str | None]:
     """The sinks a run's settings ask for (W&B in its mode, TensorBoard with --tensorboard), as one
-    MultiSink, and the W&B run's URL when online."""
+    MultiSink, and the W&B run's URL when online. Both write local files: a remote run's
+    (``s3://...``) go to a local folder (``training.storage.local_dir_for``), named on stdout."""
     tags = [t.strip() for t in (cfg.wandb_tags or "").split(",") if t.strip()]
+    if is_remote(run_dir):
+        run_dir = local_dir_for(as_path(run_dir), cfg.run_id)
+        if cfg.tensorboard or cfg.wandb_mode != "disabled":
+            print(f"TensorBoard / W&B files of this run (its run directory is remote): {run_dir}", flush=True)
     wandb = WandbSink(cfg.wandb_mode, cfg.wandb_project, cfg.run_id, cfg.to_dict(), str(run_dir),
                       entity=cfg.wandb_entity, group=cfg.wandb_group, tags=tags)
     sinks = [wandb, TensorBoardSink(run_dir)] if cfg.tensorboard else [wandb]
     return MultiSink(sinks), wandb.url
+
+
+def check_wandb_credentials(mode: str) -> None:
+    """``--wandb-mode online`` needs an API key (``WANDB_API_KEY``, or ``wandb login``'s entry in
+    ~/.netrc): without one, refuse before anything starts, instead of failing a started run."""
+    if mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = re.sub(r"^https?://", "", os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).split("/")[0]
+    try:
+        found = netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        found = False
+    if not found:
+        raise ConfigError("--wandb-mode", f"online needs a W&B API key: set WANDB_API_KEY or run `wandb login` "
+                                          f"(no key for {host} in ~/.netrc); or log with --wandb-mode offline")

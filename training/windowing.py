@@ -14,7 +14,7 @@ import numbers
 import time
 from typing import Any, Callable, Iterable
 
-from training.run_store import json_safe
+from training.storage import json_safe
 
 LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
 

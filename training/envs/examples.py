@@ -178,3 +178,46 @@ def reach(num_envs: int = 4, seed: int = 0):
 
 def reach_constant(num_envs: int = 4, seed: int = 0):
     return ReachEnv(num_envs=num_envs, seed=seed, constant=True)
+
+
+from gymnasium import Env  # noqa: E402  (appended with DictObsEnv)
+
+
+class DictObsEnv(Env):
+    """A Gymnasium env with a Dict observation, for structured observations (``--env
+    training.envs.examples:dict_obs``): ``{"cue": Discrete(n_cues), "noise": Box(-1, 1,
+    (noise_dim,))}``. Each step shows a fresh uniform cue; the action (Discrete(n_cues)) earns 1
+    when it names the cue shown, else 0. Episodes end (terminate) after ``length`` steps, so the
+    optimal return is ``length`` (8) and a uniform random policy's ``length / n_cues`` (1).
+
+    PufferLib's emulation packs the two parts into bytes (an int32 cue, then the noise's float32
+    bytes): read as floats, the cue is one small number among byte values up to 255, which
+    saturate a tanh MLP's units. Decoded, with the cue one-hot (``training.encoders``), it is a
+    lookup, learned in a few thousand steps."""
+
+    def __init__(self, n_cues: int = 8, noise_dim: int = 8, length: int = 8):
+        self.observation_space = spaces.Dict({"cue": spaces.Discrete(n_cues),
+                                              "noise": spaces.Box(-1.0, 1.0, (noise_dim,), np.float32)})
+        self.action_space = spaces.Discrete(n_cues)
+        self.n_cues, self.noise_dim, self.length = n_cues, noise_dim, length
+        self.t = 0
+        self.cue = 0
+
+    def _obs(self) -> dict:
+        self.cue = int(self.np_random.integers(self.n_cues))
+        return {"cue": self.cue, "noise": self.np_random.uniform(-1.0, 1.0, self.noise_dim).astype(np.float32)}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self.cue)
+        self.t += 1
+        return self._obs(), reward, self.t >= self.length, False, {}
+
+
+def dict_obs(n_cues: int = 8, noise_dim: int = 8, length: int = 8):
+    """One ``DictObsEnv`` (a Gymnasium env: the trainer wraps it in PufferLib's emulation)."""
+    return DictObsEnv(n_cues=n_cues, noise_dim=noise_dim, length=length)

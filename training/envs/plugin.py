@@ -38,8 +38,10 @@ TOOL_HOOKS = (
     # (figure, frames) -> None: the picture `replay` draws of one episode
     "draw_replay",
 )
-# --policy names every env has; an env's plug-in adds its own
-BUILTIN_POLICIES = {"mlp": "training.policy:MLPPolicy"}
+# --policy names every env has; an env's plug-in adds its own. default: the CNN for image
+# observations, the MLP for any other (training.policy.default_policy)
+BUILTIN_POLICIES = {"default": "training.policy:default_policy", "mlp": "training.policy:MLPPolicy",
+                    "cnn": "training.policy:CNNPolicy"}
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -56,7 +58,10 @@ class EnvPlugin:
     behaviour ``f(observations) -> actions``, a prior or teacher). ``configure(settings) ->
     settings``: fills and checks the settings this env owns (raise ``training.config.ConfigError``);
     it runs on every resolved config. ``tools``: a module defining some of ``TOOL_HOOKS``.
-    ``settings``: TrainConfig fields only this env uses (``train --help`` lists them under its name)."""
+    ``settings``: TrainConfig fields only this env uses (``train --help`` lists them under its name).
+    ``checkpoint_types``: ``"pkg.module:Class"`` references of the classes the env's ``get_state``
+    snapshot holds beyond plain data (dicts, lists, numbers, strings, NumPy arrays): the only
+    classes checkpoints may build when they load (``training.checkpoint_codec``)."""
 
     name: str
     env: str
@@ -66,6 +71,7 @@ class EnvPlugin:
     configure: Callable[[dict], dict] | None = None
     tools: str | None = None
     settings: tuple[str, ...] = ()
+    checkpoint_types: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -150,6 +156,13 @@ def behaviour_ref(value: str, env: str, flag: str) -> str:
     """A prior or teacher (``flag``): a name the env's plug-in registers, or pkg.module:callable."""
     plugin = find_plugin(env)
     return named_ref(value, plugin.behaviours if plugin else {}, flag, env)
+
+
+def checkpoint_types() -> list:
+    """The classes every installed plug-in declares for its env's snapshots (``checkpoint_types``):
+    a checkpoint of any run may hold them, and nothing else beyond plain data."""
+    return [resolve_ref(ref, f"env plug-in {p.name!r}: checkpoint_types")
+            for p in _plugins().values() for ref in p.checkpoint_types]
 
 
 def tool(env: str | None, hook: str):
