@@ -7,7 +7,6 @@ driver's process stays free of both (README, "Layout").
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
@@ -69,7 +68,7 @@ class EnvRunner:
 
         if self.build_error is not None:
             raise self.build_error
-        return dataclasses.replace(EnvInfo.of(self.env), num_agents=self.agents_per_env)
+        return EnvInfo.of(self.env)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

@@ -44,6 +44,7 @@ class EnvInfo:
         driver = getattr(vecenv, "driver_env", vecenv)
         emulated = getattr(driver, "emulated", None)  # False for a native PufferEnv
         return cls(vecenv.single_observation_space, vecenv.single_action_space, emulated,
+                   num_agents=int(getattr(vecenv, "num_agents_per_env", 1)),  # training.envs.registry sets it
                    native_observation_space=native_space_of(driver) if emulated else None)
 
 
