@@ -56,6 +56,10 @@ def _train_flags(spec: dict) -> dict:
         # (the prospector preset's)
         kickstart_teacher="none", policy_prior="none", policy="mlp",
         learner_precision=spec.get("precision", "float32"),
+        # no checkpoint inside the measurement, as PuffeRL's line (checkpoint_interval 1e9): the
+        # windows here are short (the warm-up's size), and a checkpoint every 2 rounds is no run's
+        # cadence (the game's preset writes one per 16 rounds); the final one comes after the last window
+        checkpoint_every_windows=10**6,
         **({"learner_num_cpus": spec["learner_cpus"]} if spec.get("learner_cpus") else {}),
     )
 
@@ -122,7 +126,26 @@ def run_ours(spec: dict, t0: float) -> dict:
         out["steady_sps_wallclock"] = (rows[-1]["env_steps_end"] - rows[0]["env_steps_end"]) / dt if dt > 0 else None
     out["policy_lag_mean"] = (sum(r.get("policy_lag") or 0 for r in steady_rows) / len(steady_rows)
                               if steady_rows else None)
+    out["round"] = round_breakdown(steady_rows, spec["num_envs"] * spec["rollout"])
     return out
+
+
+def round_breakdown(rows: list[dict], batch: int) -> dict | None:
+    """Where the driver's round went, seconds per round over ``rows`` (windows of whole rounds of
+    ``batch`` env steps): waiting for the rollouts, then for the update, the rest (weights,
+    bookkeeping, writing), and how long the update ran on fewer threads beside sampling."""
+    steps = sum(r["env_steps_in_window"] for r in rows if r.get("sps"))
+    if not steps:
+        return None
+    rounds = steps / batch
+    total = sum(r["env_steps_in_window"] / r["sps"] for r in rows if r.get("sps")) / rounds
+
+    def per_round(key):  # the rows hold per-round means: weight them by their rounds
+        return sum((r.get(key) or 0.0) * r["env_steps_in_window"] / batch for r in rows if r.get("sps")) / rounds
+
+    sample, learn = per_round("round_wait_sample_s"), per_round("round_wait_learn_s")
+    return dict(total=total, wait_sample=sample, wait_learn=learn, rest=total - sample - learn,
+                learner_shared=per_round("learner_shared_s"))
 
 
 def _collector(spec: dict):

@@ -7,7 +7,7 @@
 
 Every configuration trains the same env with the same policy (MLP 256,256), the same batch (envs x
 rollout steps), minibatches and epochs, for ``--steps`` env steps (or ``--max-seconds``), in a fresh
-subprocess; the parent samples the summed RSS and PSS of that process tree every 0.2 s. Steady-state sps
+subprocess; the parent samples the summed RSS of that process tree every 0.2 s and its PSS every 2 s. Steady-state sps
 counts decisions summed over envs after the warm-up (``--warmup-steps``; for this trainer: the
 windows after the first, with ``--window-env-steps`` = the warm-up). Configurations (``--only``):
 
@@ -162,6 +162,18 @@ def throughput_table(results: dict) -> list[str]:
     return lines
 
 
+def round_table(results: dict) -> list[str]:
+    """This trainer's lines: where a round's time goes (seconds per round, the driver's view)."""
+    lines = ["| configuration | round s | waiting for rollouts | waiting for the update | rest (weights, "
+             "bookkeeping) | update on fewer threads |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        b = r.get("round")
+        if b:
+            lines.append(f"| {name} | {b['total']:.3f} | {b['wait_sample']:.3f} | {b['wait_learn']:.3f} "
+                         f"| {b['rest']:.3f} | {b['learner_shared']:.3f} |")
+    return lines if len(lines) > 2 else []
+
+
 def ttt_table(results: dict) -> list[str]:
     lines = ["| trainer | reached 475 | env steps | wall s | best mean return | peak RSS MiB | peak PSS MiB | settings |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -253,6 +265,10 @@ def main(argv=None) -> int:
                 results[name] = median_run(runs[name])
             print(f"\n## {env}: steady-state throughput\n")
             print("\n".join(throughput_table(results)) + "\n", flush=True)
+            rounds = round_table(results)
+            if rounds:
+                print(f"## {env}: where a round's time goes (s per round)\n")
+                print("\n".join(rounds) + "\n", flush=True)
         if ttt_names:
             results = report["time_to_target"]
             for name in ttt_names:

@@ -239,9 +239,10 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
     overlap = cfg.async_rollouts and learner is not None
 
     def encode(header):  # the checkpoint's bytes, from whoever holds the states
-        # overlapped mode: a round is in flight, so the runners' state is ahead of the accounting;
-        # a resume then restarts their envs (exact accounting, not trajectories)
-        runner_refs = None if overlap else pool.state_refs()
+        # the runners are between rounds at every checkpoint (overlapped mode holds the next round
+        # back), so their states match the accounting and a resume replays their trajectories;
+        # a round still in flight would leave only the accounting exact
+        runner_refs = None if in_flight is not None else pool.state_refs()
         if learner is not None:  # the learner encodes: runner states go to it by reference
             return _call_learner(learner.checkpoint.remote(header, runner_refs), cfg.learner_timeout_s)
         # random backend: no learner process, so torch loads here to encode
@@ -272,9 +273,10 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         sampled = time.time()
         steps = sum(summary["env_steps"] for summary in summaries)
         more = state.env_steps + steps < cfg.total_env_steps and not state.stop_signals
-        # overlapped mode: the next round starts now, with the weights the learner is about to replace
+        # overlapped mode: the next round starts now, with the weights the learner is about to replace;
+        # unless this round ends a checkpoint's window: the checkpoint must see the runners between rounds
         in_flight = (pool.submit(weights, version, spec, teach(), _round_steps(cfg, state.env_steps + steps))
-                     if overlap and more else None)
+                     if overlap and more and not recorder.checkpoint_due(steps) else None)
         # learn: rollouts go runner -> learner by reference; new weights come back as one object
         losses, lag = None, None
         if learner is not None:
@@ -287,7 +289,7 @@ def _loop(cfg, store, meta, state, sink, pool, learner, spec) -> dict:
         # record: windows, checkpoints, metadata, replays
         recorder.record(summaries, losses, lag, weights, sampled - round_start, learned - sampled,
                         time.time() - round_start)
-        if more and not overlap and not state.stop_signals:  # only now: a checkpoint above must see the runners between rounds
+        if more and in_flight is None and not state.stop_signals:  # sync mode, or after a checkpoint
             in_flight = pool.submit(weights, version, spec, teach(), _round_steps(cfg, state.env_steps))
     return recorder.finish(stopped=bool(state.stop_signals))
 

@@ -97,6 +97,15 @@ class RunRecorder:
             self.store.write_metadata(self.meta)
         self.status_line.update(self.state.env_steps)
 
+    def checkpoint_due(self, steps: int) -> bool:
+        """Whether recording a round of ``steps`` env steps may write a checkpoint: it reaches a
+        window boundary whose window is checkpointed (``--checkpoint-every-windows``). May say yes
+        where no checkpoint comes (a vector step passing two boundaries closes one window), never
+        the reverse."""
+        every, size, done = self.cfg.checkpoint_every_windows, self.cfg.window_env_steps, self.state.env_steps
+        closing = (done + steps) // size - done // size
+        return any((self.state.window_id + 1 + i + 1) % every == 0 for i in range(closing))
+
     def finish(self, stopped: bool) -> dict:
         """The run's final metadata (not yet written): status completed, or stopped before the end."""
         cfg, state = self.cfg, self.state

@@ -9,7 +9,8 @@ import training.learner as learner_module
 from training.learner import PPOLearner
 from training.agent import build_agent, set_weights
 from training.envs.env_info import EnvInfo
-from training.ppo import compute_vtrace, ppo_update
+from training.advantages import compute_vtrace
+from training.ppo import ppo_update
 from training.rollout import RolloutCollector
 
 
@@ -80,6 +81,27 @@ def test_in_pass_vtrace_equals_a_reevaluation_pass_when_the_weights_stay(monkeyp
     np.testing.assert_allclose(b["advantages"].numpy(), ref_adv, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b["returns"].numpy(), ref_ret, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b["values"].numpy(), ref_val, rtol=1e-5, atol=1e-6)
+
+
+def test_overlapped_update_clips_around_the_current_policy_and_weights_rows_by_the_lag(monkeypatch):
+    """The decoupled objective: the old log-probs of the PPO ratio are the current policy's (the
+    proximal policy, from each first-epoch pass), not the stale behaviour policy's, and each row's
+    importance weight is pi_prox / mu truncated at 1. With a zero learning rate both equal a
+    whole-batch re-evaluation's; the data is one version stale, so the weights are not all 1."""
+    _, env, learner, behaviour = setup()
+    stale, _ = RolloutCollector(env, 32, 0, policy=behaviour).collect()
+    learner.learn([stale])
+    T, N = stale["rewards"].shape
+    flat = lambda x: torch.as_tensor(np.ascontiguousarray(x).reshape(T * N, *x.shape[2:]))  # noqa: E731
+    prox, _ = learner._evaluate(flat(stale["obs"]).float(), flat(stale["actions"]), T * N)
+    behaviour_logprobs = flat(stale["logprobs"])
+    learner.learning_rate = lambda: 0.0
+    b, _ = _learn_capturing_batch(learner, stale, monkeypatch)
+    np.testing.assert_allclose(b["logprobs"].numpy(), prox.numpy(), rtol=1e-5, atol=1e-6)
+    expected = np.minimum(np.exp(prox.numpy() - behaviour_logprobs.numpy()), 1.0)
+    np.testing.assert_allclose(b["is_weights"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert (expected < 0.999).any() and np.isclose(expected, 1.0).any(), "stale rows on both sides of 1"
+    np.testing.assert_array_equal(stale["logprobs"].reshape(-1), behaviour_logprobs.numpy()), "the rollout is untouched"
 
 
 def test_in_pass_vtrace_uses_the_weights_each_minibatch_sees(monkeypatch):

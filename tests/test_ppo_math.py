@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from training.agent import mlp_agent
-from training.ppo import (compute_gae, compute_vtrace, explained_variance, linear_lr,
-                          minibatch_indices, ppo_losses, ppo_update)
+from training.advantages import compute_gae, compute_vtrace
+from training.ppo import explained_variance, linear_lr, minibatch_indices, ppo_losses, ppo_update
 
 G, L = 0.9, 0.8  # gamma, lambda for hand examples: gamma*lambda = 0.72
 
@@ -204,6 +204,18 @@ def test_losses_hand_computed():
     assert out["entropy"].item() == pytest.approx(0.25)
     unclipped = ppo_losses(**loss_inputs(), clip_coef=0.2, vf_clip_coef=0.0, norm_adv=False)
     assert unclipped["value_loss"].item() == pytest.approx(0.5 * (1 + 1 + 0 + 0) / 4)
+
+
+def test_importance_weights_scale_each_rows_clipped_policy_term():
+    """The decoupled objective (overlapped mode): each row's min(r A, clip(r) A) term is scaled by
+    its weight pi_prox / mu; the value loss, entropy and the ratio diagnostics are not."""
+    w = torch.tensor([0.5, 1.0, 0.25, 2.0])
+    out = ppo_losses(**loss_inputs(), clip_coef=0.2, vf_clip_coef=0.2, norm_adv=False, is_weights=w)
+    plain = ppo_losses(**loss_inputs(), clip_coef=0.2, vf_clip_coef=0.2, norm_adv=False)
+    # the per-row terms of test_losses_hand_computed: -1.2, 0.8, 1.1, 3.0
+    assert out["policy_loss"].item() == pytest.approx((0.5 * -1.2 + 0.8 + 0.25 * 1.1 + 2.0 * 3.0) / 4, rel=1e-6)
+    for key in ("value_loss", "entropy", "approx_kl", "clipfrac"):
+        assert out[key].item() == plain[key].item(), key
 
 
 def test_losses_normalise_advantages_per_minibatch():

@@ -171,10 +171,13 @@ COMPARED = ("env_steps_start", "env_steps_end", "episodes_completed", "reward_su
             "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "learning_rate")
 
 
+GAME_WITH_TEACHER = ["--env", "prospector", "--env-time-max", "300", "--kickstart-teacher", "cautious_scanner",
+                     "--kickstart-steps", "2048", "--kickstart-rollin-steps", "200", "--kickstart-rollin-prob", "0.5"]
 RESUMED_RUNS = {
-    # the game with kickstarting and roll-ins (teacher state, roll-in draws)
-    "prospector": ["--env", "prospector", "--env-time-max", "300", "--kickstart-teacher", "cautious_scanner",
-                   "--kickstart-steps", "2048", "--kickstart-rollin-steps", "200", "--kickstart-rollin-prob", "0.5"],
+    # the game with kickstarting and roll-ins (teacher state, roll-in draws), overlapped (the default:
+    # the round after a checkpoint is held back, so the runners' states match it) and sync
+    "prospector": GAME_WITH_TEACHER,
+    "prospector-sync": [*GAME_WITH_TEACHER, "--no-async-rollouts"],
     # continuous defaults: observation statistics in the weights, the reward scaler in the learner;
     # windows of 1,000 steps close mid-round (rounds of 512), so the open window is in the checkpoint
     "continuous": ["--env", "training.envs.examples:reach", "--window-env-steps", "1000"],
@@ -183,8 +186,8 @@ RESUMED_RUNS = {
 
 @pytest.mark.parametrize("case", sorted(RESUMED_RUNS))
 def test_resume_replays_the_same_windows_as_an_uninterrupted_run(tmp_path, case):
-    """Sync mode, same runners: resuming from a checkpoint (window 1, in a copy of the run) gives,
-    window by window, the losses and returns of the run that was never interrupted."""
+    """Same runners: resuming from a checkpoint (window 1, in a copy of the run) gives, window by
+    window, the losses and returns of the run that was never interrupted."""
     import shutil
 
     args = ["--ppo-num-envs", "8", "--ppo-num-workers", "2", "--ppo-rollout-steps", "64", "--ppo-num-minibatches", "2",

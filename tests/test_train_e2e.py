@@ -124,18 +124,21 @@ def test_ppo_run_writes_the_contract(tmp_path):
 
 @pytest.mark.slow
 def test_overlapped_run_lags_one_version_and_shares_the_cores(tmp_path):
-    """--async-rollouts through embedded Ray: runners act one version behind from the second round
-    on, and where Ray's CPUs (1 runner + a 2-CPU learner) outnumber the cores the update narrows to
-    the free ones while the runner samples."""
+    """Overlapped rounds (the default) through embedded Ray: runners act one version behind from the
+    second round on, except the round after a checkpoint (held back, so the checkpoint holds the
+    runners' states: it acts on-policy), and where Ray's CPUs (1 runner + a 2-CPU learner) outnumber
+    the cores the update narrows to the free ones while the runner samples."""
     from ray_app.placement import node_cores
 
     res = cli("train", "--env", "prospector", "--async-rollouts", "--total-env-steps", "6144",
               "--window-env-steps", "2048", "--ppo-num-envs", "16", "--ppo-num-workers", "1",
               "--ppo-rollout-steps", "64", "--ppo-num-minibatches", "4", "--ppo-update-epochs", "1",
-              "--policy-hidden", "32,32", "--env-time-max", "400", "--run-root", str(tmp_path), "--run-id", "o")
+              "--policy-hidden", "32,32", "--env-time-max", "400", "--checkpoint-every-windows", "2",
+              "--run-root", str(tmp_path), "--run-id", "o")
     assert res.returncode == 0, res.stdout + res.stderr
     rows = [json.loads(line) for line in (tmp_path / "o" / "metrics" / "windows.jsonl").read_text().splitlines()]
-    assert [r["policy_lag"] for r in rows] == [0.5, 1.0, 1.0]  # two rounds a window; the first acts with v0
+    # two rounds a window; the first acts with v0; window 1 ends with a checkpoint, so the round after it waits
+    assert [r["policy_lag"] for r in rows] == [0.5, 1.0, 0.5]
     shared = [r["learner_shared_s"] for r in rows]
     if node_cores() - 1 < 2:
         assert all(s > 0 for s in shared), shared

@@ -80,7 +80,7 @@ class TrainConfig:
     policy_lstm_size: int = 0  # 0: feed-forward
     policy_prior: str | None = None
     policy_prior_logit: float = 5.0
-    async_rollouts: bool = False
+    async_rollouts: bool = True
     kickstart_teacher: str | None = None
     kickstart_coef: float = 1.0
     kickstart_steps: int = 0
@@ -197,7 +197,10 @@ def parse_float_list(text: str, flag_name: str) -> tuple[float, ...]:
 SPACE_DEFAULTS = {
     "box": dict(ppo_rollout_steps=256, ppo_num_minibatches=32, ppo_update_epochs=10, ppo_learning_rate=3e-4,
                 ppo_gamma=0.99, ppo_gae_lambda=0.95, ppo_ent_coef=0.0, policy_hidden="64,64",
-                ppo_norm_obs=True, ppo_norm_reward=True),
+                ppo_norm_obs=True, ppo_norm_reward=True,
+                # the MuJoCo recipe (10 epochs x 32 minibatches a round) was tuned and measured in
+                # sync rounds (docs/BENCHMARKS.md, "Continuous control"); overlapped is unmeasured there
+                async_rollouts=False),
 }
 
 
@@ -410,6 +413,8 @@ def config_from_args(ns: argparse.Namespace | dict, base: dict | None = None, fi
     values.update(given)
     if str(values.get("policy_prior")).lower() == "none":  # switch a preset's prior off
         values["policy_prior"] = None
+    if values.get("num_learners", 1) != 1 and "async_rollouts" not in given:
+        values["async_rollouts"] = False  # data-parallel learners do not overlap (yet): sync unless asked
     if str(values.get("kickstart_teacher")).lower() == "none":  # switch a preset's teacher off
         values["kickstart_teacher"] = None
         if "kickstart_rollin_steps" not in given:  # and the preset's roll-ins, which need it

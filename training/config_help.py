@@ -32,7 +32,9 @@ HELP = {
                               "episode (a fresh draw each), so the policy also learns from late-game states; those "
                               "decisions train the critic and the distillation term, never the policy gradient",
     "kickstart_rollin_prob": "the share of episodes that get a roll-in (the others start with the policy)",
-    "async_rollouts": "overlap: runners collect the next rollout while the learner trains (V-trace corrected)",
+    "async_rollouts": "overlapped rounds: runners collect the next rollout, one update behind, while the learner "
+                      "trains (corrected: V-trace targets and the decoupled PPO objective); --no-async-rollouts: "
+                      "sync rounds, strictly on-policy. Data-parallel learners (--num-learners) run sync",
     "wait_for_resources_s": "seconds the env runners, then the learner, may take to be placed and started "
                             "(a process imports torch and builds its env); past that the run fails naming "
                             "the resources it needs",

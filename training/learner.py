@@ -17,7 +17,8 @@ from training.agent import build_agent, get_weights, make_spec
 from training.config import TrainConfig, check_env_columns
 from training.hardware import native_bfloat16
 from training.normalization import Moments, RewardScaler
-from training.ppo import compute_gae, compute_vtrace, env_column_minibatches, forward_float32, linear_lr, ppo_update
+from training.advantages import compute_gae, compute_vtrace
+from training.ppo import env_column_minibatches, forward_float32, linear_lr, ppo_update
 from training.recurrent import sequence_resets
 
 ROLLOUT_KEYS_TN = ("obs", "actions", "logprobs", "values", "rewards", "terminals", "truncations", "valid",
@@ -90,6 +91,12 @@ _NONFINITE_CAUSES = ("likely causes: a learning rate too high for this env (--pp
                      "(--ppo-norm-obs); resume from the latest checkpoint with a change")
 
 
+def importance_weights(prox_logprob: torch.Tensor, behaviour_logprob: torch.Tensor) -> torch.Tensor:
+    """pi_prox / mu per row, truncated at 1 as V-trace's rho (IMPALA): the decoupled objective's
+    correction for rollouts collected one update behind (``ppo_losses``' is_weights)."""
+    return torch.exp(prox_logprob - behaviour_logprob).clamp(max=1.0)
+
+
 class PPOLearner:
     def __init__(self, cfg: TrainConfig, env, policy_spec: dict | None = None, device: str = "cpu",
                  data_parallel=None):
@@ -138,7 +145,9 @@ class PPOLearner:
     def learn(self, rollouts: list[dict], off_policy: bool = False, before_minibatch=None,
               columns: tuple[int, int] | None = None) -> dict:
         """One PPO update. ``off_policy``: the rollouts were collected with older weights (overlapped
-        mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy.
+        mode), so advantages are V-trace corrected with ratios of the current to the behaviour policy,
+        and the policy loss is the decoupled one: clipped around the current policy, each row
+        weighted by its (truncated) ratio.
         ``before_minibatch``: see ``ppo_update``. ``columns`` (data-parallel learners): this learner
         trains on envs [lo, hi) of the joined rollouts (counted in envs; a multi-agent env's rows
         come along), its equal share of the round."""
@@ -172,6 +181,9 @@ class PPOLearner:
         values = b["values"]
         in_pass = None
         column_groups = env_column_minibatches(T, N, cfg.ppo_num_minibatches, self.generator) if off_policy else None
+        # overlapped mode: the decoupled objective's proximal log-probs (the policy the update starts
+        # from) and importance weights pi_prox / mu replace the behaviour policy's in the loss
+        old_logprobs, is_weights = behaviour_logprobs, None
         if column_groups is not None:
             # V-trace inside the update's first epoch (minibatches of whole env columns), from each
             # minibatch's own forward pass: no separate re-evaluation of the batch, which was ~12%
@@ -179,6 +191,7 @@ class PPOLearner:
             # far, i.e. the ratios and values of the policy being trained, as IMPALA's learner uses.
             in_pass = (column_groups, self._vtrace_targets(b, column_groups, behaviour_logprobs))
             adv, ret, values = (np.zeros((T, N), np.float32) for _ in range(3))  # written by ppo_update
+            old_logprobs, is_weights = behaviour_logprobs.clone(), torch.zeros_like(behaviour_logprobs)
         elif off_policy:
             # in minibatch-sized chunks: one pass over the whole batch held every layer's activations
             # for all of it at once (+50-70 MiB at the learner's peak for 16k samples), and in the
@@ -186,15 +199,18 @@ class PPOLearner:
             chunk = max(1, (T * N) // cfg.ppo_num_minibatches)
             logprob, value = self._evaluate(obs, actions, chunk)
             adv, ret, values = self._vtrace_columns(b, slice(None), logprob, behaviour_logprobs, value)
+            old_logprobs, is_weights = logprob, importance_weights(logprob, behaviour_logprobs)
         else:
             adv, ret = compute_gae(
                 b["rewards"], values, b["terminals"], b["truncations"], b["valid"],
                 b["bootstrap_values"], b["last_values"], cfg.ppo_gamma, cfg.ppo_gae_lambda,
             )
         batch = dict(
-            obs=obs, actions=actions, logprobs=behaviour_logprobs,
+            obs=obs, actions=actions, logprobs=old_logprobs,
             values=flat(values), advantages=flat(adv), returns=flat(ret), valid=flat(b["valid"], torch.float32),
         )
+        if is_weights is not None:
+            batch["is_weights"] = is_weights
         sequences = None
         if self.policy.recurrent:
             sequences = (T, N)
@@ -279,11 +295,13 @@ class PPOLearner:
         envs in groups[k] (a (T, n) block of whole env columns), flat, on the learner's device."""
         T = b["rewards"].shape[0]
 
-        def targets(k: int, logprob: torch.Tensor, value: torch.Tensor):
+        def targets(k: int, logprob: torch.Tensor, value: torch.Tensor) -> dict:
             idx = groups[k]
             cols = idx[: idx.size // T]  # row t = 0 of the block
             out = self._vtrace_columns(b, cols, logprob, behaviour_logprobs[idx], value)
-            return tuple(torch.from_numpy(x.reshape(-1)).to(self.device) for x in out)
+            rows = {key: torch.from_numpy(x.reshape(-1)).to(self.device)
+                    for key, x in zip(("advantages", "returns", "values"), out)}
+            return dict(rows, logprobs=logprob, is_weights=importance_weights(logprob, behaviour_logprobs[idx]))
 
         return targets
 

@@ -1,12 +1,7 @@
-"""Ray-free PPO math: advantages (GAE, V-trace), losses, minibatching, the update loop.
+"""Ray-free PPO math: losses, minibatching, the update loop (advantages: ``training.advantages``).
 
-Rollout layout: arrays are (T, N) = (time, env); index t holds the transition taken
-from observation t, so ``rewards[t]``, ``terminals[t]`` and ``truncations[t]`` are the
-outcome of action t (gymnasium convention, not PufferLib's shifted one).
-
-Invalid ("dummy") steps: PufferLib's Serial backend spends one step resetting a
-finished gym env; that step carries no real transition. Marking it ``valid=False``
-gives it advantage 0, stops the GAE carry at it, and gives it weight 0 in every loss.
+A flat batch holds the rows of a (T, N) rollout time-major (row t * N + n); rows with
+``valid`` 0 (PufferLib's dummy reset steps, absent agents) have weight 0 in every loss.
 """
 
 from __future__ import annotations
@@ -16,83 +11,6 @@ import torch
 from torch import nn
 
 from training.adam import adam_step
-
-
-def _check_shapes(named: dict[str, np.ndarray], last_values: np.ndarray) -> tuple[int, int]:
-    shape = named["values"].shape
-    if len(shape) != 2:
-        raise ValueError(f"values must be (T, N), got shape {shape}")
-    for name, arr in named.items():
-        if arr.shape != shape:
-            raise ValueError(f"{name} has shape {arr.shape}, expected {shape} like values")
-    if last_values.shape != (shape[1],):
-        raise ValueError(f"last_values has shape {last_values.shape}, expected ({shape[1]},)")
-    return shape
-
-
-def _advantage_scan(rewards, values, terminals, truncations, valid, bootstrap_values, last_values,
-                    gamma, gae_lambda, ratios=None, rho_clip=1.0, c_clip=1.0):
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    rewards, values, bootstrap_values, last_values = map(f32, (rewards, values, bootstrap_values, last_values))
-    terminals, truncations, valid = (np.asarray(a).astype(bool) for a in (terminals, truncations, valid))
-    named = dict(rewards=rewards, values=values, terminals=terminals, truncations=truncations,
-                 valid=valid, bootstrap_values=bootstrap_values)
-    if ratios is not None:
-        named["ratios"] = ratios = f32(ratios)
-    T, N = _check_shapes(named, last_values)
-    gamma, gae_lambda = np.float32(gamma), np.float32(gae_lambda)
-
-    advantages = np.zeros((T, N), dtype=np.float32)
-    carry = np.zeros(N, dtype=np.float32)
-    for t in reversed(range(T)):
-        next_values = last_values if t == T - 1 else values[t + 1]
-        nv = np.where(terminals[t], np.float32(0.0),
-                      np.where(truncations[t], bootstrap_values[t], next_values))
-        # The carry belongs to the next episode once this step ended one.
-        carry = np.where(terminals[t] | truncations[t], np.float32(0.0), carry)
-        delta = rewards[t] + gamma * nv - values[t]
-        if ratios is None:
-            adv = delta + gamma * gae_lambda * carry
-        else:
-            rho = np.minimum(ratios[t], np.float32(rho_clip))
-            c = np.minimum(ratios[t], np.float32(c_clip))
-            adv = rho * delta + gamma * gae_lambda * c * carry
-        # A dummy step also passes a zero carry backwards: it is not part of any episode.
-        carry = np.where(valid[t], adv, np.float32(0.0)).astype(np.float32)
-        advantages[t] = carry
-    return advantages, (advantages + values).astype(np.float32)
-
-
-def compute_gae(rewards, values, terminals, truncations, valid, bootstrap_values, last_values,
-                gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised advantage estimation with terminal/truncation handling -> (advantages, returns).
-
-    Per env, backwards over t: next value nv = 0 if terminals[t], bootstrap_values[t]
-    (value of the obs the episode was truncated on) if truncations[t], else values[t+1]
-    (last_values at t = T-1). The carry from t+1 is cut on either kind of done.
-      delta_t = r_t + gamma * nv - V_t
-      A_t     = delta_t + gamma * lambda * A_{t+1}      (A_t = 0 where not valid[t])
-    returns = advantages + values. All (T, N) float32 except last_values (N,).
-    """
-    return _advantage_scan(rewards, values, terminals, truncations, valid, bootstrap_values,
-                           last_values, gamma, gae_lambda)
-
-
-def compute_vtrace(rewards, values, terminals, truncations, valid, bootstrap_values, last_values,
-                   ratios, gamma: float, gae_lambda: float, rho_clip: float = 1.0,
-                   c_clip: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Off-policy-corrected GAE, as PufferLib's ``compute_puff_advantage`` -> (advantages, returns).
-
-    ``ratios`` (T, N) are pi(a_t|s_t) / mu(a_t|s_t) for the learner policy pi and the
-    behaviour policy mu that collected the data. With rho_t = min(ratio_t, rho_clip)
-    and c_t = min(ratio_t, c_clip), and nv / done-cutting exactly as in compute_gae:
-      A_t = rho_t * (r_t + gamma * nv - V_t) + gamma * lambda * c_t * A_{t+1}
-    This is IMPALA's v_s - V(s) with truncated traces c_t scaled by lambda; with all
-    ratios 1 (and clips >= 1) it reduces to compute_gae. returns = advantages + values
-    are the V-trace value targets.
-    """
-    return _advantage_scan(rewards, values, terminals, truncations, valid, bootstrap_values,
-                           last_values, gamma, gae_lambda, ratios, rho_clip, c_clip)
 
 
 def minibatch_indices(batch_size: int, num_minibatches: int,
@@ -127,7 +45,7 @@ def _wmean(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantages, returns,
                weights, clip_coef: float, vf_clip_coef: float, norm_adv: bool = True, pg_weights=None,
-               totals: dict | None = None) -> dict:
+               totals: dict | None = None, is_weights=None) -> dict:
     """CleanRL's PPO losses as weighted means over entries with weights > 0.
 
     Returns tensors policy_loss, value_loss, entropy (differentiable) and approx_kl,
@@ -136,6 +54,10 @@ def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantag
     ``pg_weights`` (default ``weights``) restricts the policy terms (policy loss, entropy,
     advantage normalisation, approx_kl, clipfrac) to the entries the policy itself acted on;
     the value loss keeps ``weights``.
+    ``is_weights`` (overlapped mode's decoupled objective): per-row importance weights
+    pi_prox / mu that scale each row's clipped policy term; ``old_logprob`` is then pi_prox's,
+    so the trust region is centred on the policy the update starts from, not on the older one
+    that acted (Hilton et al. 2021, "Batch size-invariance for policy optimization").
     ``totals`` (data-parallel learners, ``training.distributed``): these rows are one learner's share
     of a minibatch spread over several; the weight sums ``n`` (policy terms) and ``v_n`` (value
     loss) and the advantages' ``adv_mean`` and ``adv_var`` are the whole minibatch's, so every
@@ -159,7 +81,10 @@ def ppo_losses(new_logprob, old_logprob, entropy, new_value, old_value, advantag
 
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    policy_loss = _wmean(torch.max(pg_loss1, pg_loss2), weights)
+    pg_loss = torch.max(pg_loss1, pg_loss2)
+    if is_weights is not None:
+        pg_loss = pg_loss * is_weights
+    policy_loss = _wmean(pg_loss, weights)
 
     v_loss_unclipped = (new_value - returns) ** 2
     if vf_clip_coef is not None and vf_clip_coef > 0:
@@ -270,9 +195,11 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
     first epoch steps through the minibatches ``groups`` (flat row indices) in order, and each
     step first calls fn(k, logprob, value) with the detached log-probs of the taken actions and
     the values of groups[k] under the current weights (the step's own forward pass); fn returns
-    that minibatch's (advantages, returns, values), which are written into the batch and used by
-    this step and every later epoch. Overlapped mode computes V-trace this way without a separate
+    a dict of that minibatch's rows of batch keys (advantages, returns, values; overlapped mode
+    also logprobs and is_weights), which are written into the batch and used by this step and
+    every later epoch. Overlapped mode computes V-trace this way without a separate
     re-evaluation pass over the batch (see env_column_minibatches).
+    batch["is_weights"] (optional): ``ppo_losses``' is_weights.
     sequences (T, N): the policy is recurrent. Every minibatch is a set of whole env columns
     (env_column_minibatches), replayed through time from batch["state"] (each key (N, ...), the
     state each column started from) with batch["resets"] (B,) zeroing it where an episode began.
@@ -339,14 +266,14 @@ def ppo_update(policy: nn.Module, optimizer, batch: dict, *,
                                                      None if sequences is None else _sequence_state(batch, idx, sequences[0]))
             new_logprob, entropy = policy.logprob_entropy(dist_params, batch["actions"][idx])
             if in_pass:
-                targets = in_pass_targets[1](k, new_logprob.detach(), new_value.detach())
-                for key, t in zip(("advantages", "returns", "values"), targets):
+                for key, t in in_pass_targets[1](k, new_logprob.detach(), new_value.detach()).items():
                     batch[key][idx] = t
             losses = ppo_losses(new_logprob, batch["logprobs"][idx], entropy, new_value,
                                 batch["values"][idx], batch["advantages"][idx], batch["returns"][idx],
                                 weights[idx], clip_coef, vf_clip_coef, norm_adv,
                                 pg_weights=None if pg_weights is None else pg_weights[idx],
-                                totals=None if totals is None else totals[k])
+                                totals=None if totals is None else totals[k],
+                                is_weights=batch["is_weights"][idx] if "is_weights" in batch else None)
             loss = pg_coef * losses["policy_loss"] - ent_coef * losses["entropy"] + vf_coef * losses["value_loss"]
             if distill:
                 teacher_logprob, _ = policy.logprob_entropy(dist_params, batch["teacher_actions"][idx])
