@@ -28,9 +28,10 @@ def test_local_rows_split_a_global_minibatch_by_env_column():
 
 def test_num_learners_must_divide_the_envs_and_skip_single_learner_features():
     base = {"env": "gym:CartPole-v1", "ppo_num_envs": 8, "ppo_num_workers": 2}
-    two = config_from_args({**base, "num_learners": 2})
-    assert two.num_learners == 2 and two.async_rollouts is False, "several learners run sync rounds by default"
-    assert config_from_args(base).async_rollouts is True, "one learner overlaps by default"
+    assert config_from_args({**base, "num_learners": 2}).num_learners == 2
+    game = {"env": "prospector", "kickstart_teacher": "none"}  # a preset that leaves overlap on
+    assert config_from_args(game).async_rollouts is True, "one learner overlaps by default"
+    assert config_from_args({**game, "num_learners": 2}).async_rollouts is False, "several learners run sync rounds"
     with pytest.raises(ConfigError, match="--num-learners: 3 learners cannot split --ppo-num-envs 8"):
         config_from_args({**base, "num_learners": 3})
     with pytest.raises(ConfigError, match="--num-learners.*--ppo-norm-obs"):
