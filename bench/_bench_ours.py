@@ -145,3 +145,56 @@ def round_breakdown(rows: list[dict], batch: int) -> dict | None:
 
     return dict(wait_sample=per_round("round_wait_sample_s"), wait_learn=per_round("round_wait_learn_s"),
                 learner_shared=per_round("learner_shared_s"))
+
+
+def _collector(spec: dict):
+    import torch
+    from training.envs.registry import make_vecenv
+    from training.agent import mlp_agent
+    from training.rollout import RolloutCollector
+
+    torch.set_num_threads(1)
+    env = make_vecenv(spec["env_spec"], spec["num_envs"], seed=spec["seed"])
+    policy = mlp_agent(env.single_observation_space, env.single_action_space, hidden=tuple(spec["hidden"]))
+    return env, RolloutCollector(env, spec["rollout"], spec["seed"], policy=policy, env_name=spec["env_spec"])
+
+
+def run_env_limit(spec: dict, t0: float) -> dict:
+    """Env + policy inference, one process, one torch thread, no learning, no Ray."""
+    _, collector = _collector(spec)
+    deadline = t0 + spec["max_seconds"]
+    start = time.perf_counter()
+    points, steps = [(0.0, 0)], 0
+    while steps < spec["steps"] and time.time() < deadline:
+        batch, _ = collector.collect()
+        steps += int(batch["rewards"].size)
+        points.append((time.perf_counter() - start, steps))
+    return dict(steady(points, spec["warmup"]), env_steps_total=steps, wall_s=time.time() - t0)
+
+
+def run_learner_limit(spec: dict, t0: float) -> dict:
+    """PPOLearner.learn on one pre-made batch (from one collect), repeated, with as many torch
+    threads as the trainer's learner actor gets (--learner-num-cpus, default 2).
+    Samples/s = batch size / time per learn."""
+    import torch
+    from training.config import config_from_args
+    from training.envs.env_info import EnvInfo
+    from training.learner import PPOLearner
+
+    env, collector = _collector(spec)
+    batch, _ = collector.collect()
+    flags = _train_flags(dict(spec, runners=1, run_root="unused", run_id="unused"))
+    cfg = config_from_args({k: v for k, v in flags.items() if k not in ("run_root", "run_id")})
+    learner = PPOLearner(cfg, EnvInfo.of(env))
+    torch.set_num_threads(max(1, int(cfg.learner_num_cpus)))
+    size = int(batch["rewards"].size)
+    deadline = t0 + spec["max_seconds"]
+    start = time.perf_counter()
+    points, samples, learns = [(0.0, 0)], 0, 0
+    while samples < spec["steps"] and time.time() < deadline:
+        learner.learn([batch], off_policy=bool(spec.get("off_policy")))
+        learns += 1
+        samples += size
+        points.append((time.perf_counter() - start, samples))
+    return dict(steady(points, spec["warmup"]), env_steps_total=samples, learns=learns, batch_size=size,
+                threads=torch.get_num_threads(), wall_s=time.time() - t0)
