@@ -87,7 +87,7 @@ class RunRecorder:
         due = False
         for row in rows:
             self._write_window(row)
-            due = due or (self.state.window_id + 1) % self.cfg.checkpoint_every_windows == 0
+            due = due or self._checkpointed(self.state.window_id)
             self.store.write_metadata(self.meta)
         if due:  # once per round, after its last window: the state is the round's end
             self._checkpoint()
@@ -102,9 +102,13 @@ class RunRecorder:
         window boundary whose window is checkpointed (``--checkpoint-every-windows``). May say yes
         where no checkpoint comes (a vector step passing two boundaries closes one window), never
         the reverse."""
-        every, size, done = self.cfg.checkpoint_every_windows, self.cfg.window_env_steps, self.state.env_steps
+        size, done = self.cfg.window_env_steps, self.state.env_steps
         closing = (done + steps) // size - done // size
-        return any((self.state.window_id + 1 + i + 1) % every == 0 for i in range(closing))
+        return any(self._checkpointed(self.state.window_id + 1 + i) for i in range(closing))
+
+    def _checkpointed(self, window_id: int) -> bool:
+        """Whether window ``window_id`` ends with a checkpoint (``--checkpoint-every-windows``)."""
+        return (window_id + 1) % self.cfg.checkpoint_every_windows == 0
 
     def finish(self, stopped: bool) -> dict:
         """The run's final metadata (not yet written): status completed, or stopped before the end."""

@@ -101,7 +101,7 @@ def test_overlapped_update_clips_around_the_current_policy_and_weights_rows_by_t
     expected = np.minimum(np.exp(prox.numpy() - behaviour_logprobs.numpy()), 1.0)
     np.testing.assert_allclose(b["is_weights"].numpy(), expected, rtol=1e-5, atol=1e-6)
     assert (expected < 0.999).any() and np.isclose(expected, 1.0).any(), "stale rows on both sides of 1"
-    np.testing.assert_array_equal(stale["logprobs"].reshape(-1), behaviour_logprobs.numpy()), "the rollout is untouched"
+    np.testing.assert_array_equal(stale["logprobs"].reshape(-1), behaviour_logprobs.numpy())  # the rollout is untouched
 
 
 def test_in_pass_vtrace_uses_the_weights_each_minibatch_sees(monkeypatch):

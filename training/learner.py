@@ -91,10 +91,11 @@ _NONFINITE_CAUSES = ("likely causes: a learning rate too high for this env (--pp
                      "(--ppo-norm-obs); resume from the latest checkpoint with a change")
 
 
-def importance_weights(prox_logprob: torch.Tensor, behaviour_logprob: torch.Tensor) -> torch.Tensor:
-    """pi_prox / mu per row, truncated at 1 as V-trace's rho (IMPALA): the decoupled objective's
-    correction for rollouts collected one update behind (``ppo_losses``' is_weights)."""
-    return torch.exp(prox_logprob - behaviour_logprob).clamp(max=1.0)
+def importance_weights(ratios: torch.Tensor) -> torch.Tensor:
+    """pi_prox / mu per row (``ratios``, the same V-trace reads), truncated at 1 as V-trace's rho
+    (IMPALA): the decoupled objective's correction for rollouts collected one update behind
+    (``ppo_losses``' is_weights)."""
+    return ratios.clamp(max=1.0)
 
 
 class PPOLearner:
@@ -198,8 +199,9 @@ class PPOLearner:
             # update's precision (float32 re-evaluation took 15-25% of an overlapped bfloat16 update)
             chunk = max(1, (T * N) // cfg.ppo_num_minibatches)
             logprob, value = self._evaluate(obs, actions, chunk)
-            adv, ret, values = self._vtrace_columns(b, slice(None), logprob, behaviour_logprobs, value)
-            old_logprobs, is_weights = logprob, importance_weights(logprob, behaviour_logprobs)
+            ratios = torch.exp(logprob - behaviour_logprobs)
+            adv, ret, values = self._vtrace_columns(b, slice(None), ratios, value)
+            old_logprobs, is_weights = logprob, importance_weights(ratios)
         else:
             adv, ret = compute_gae(
                 b["rewards"], values, b["terminals"], b["truncations"], b["valid"],
@@ -275,13 +277,13 @@ class PPOLearner:
             batch = batch.merge(Moments.of(r["obs"], r["valid"]))
         self.policy.obs_norm.update(batch)
 
-    def _vtrace_columns(self, b: dict, cols, logprob: torch.Tensor, behaviour_logprob: torch.Tensor,
+    def _vtrace_columns(self, b: dict, cols, ratios: torch.Tensor,
                         value: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """V-trace (advantages, returns, values), each (T, n), of the envs ``cols`` (an index array,
-        or slice(None) for all) from their rows' log-probs and values under the current weights,
-        flat and time-major, and the behaviour policy's log-probs of the same rows."""
+        or slice(None) for all) from their rows' ratios pi / mu (the current weights' log-probs
+        against the behaviour policy's) and values under the current weights, flat and time-major."""
         T = b["rewards"].shape[0]
-        ratios = torch.exp(logprob - behaviour_logprob).cpu().numpy().reshape(T, -1)
+        ratios = ratios.cpu().numpy().reshape(T, -1)
         values = value.cpu().numpy().reshape(T, -1).astype(np.float32)
         adv, ret = compute_vtrace(
             b["rewards"][:, cols], values, b["terminals"][:, cols], b["truncations"][:, cols],
@@ -298,10 +300,11 @@ class PPOLearner:
         def targets(k: int, logprob: torch.Tensor, value: torch.Tensor) -> dict:
             idx = groups[k]
             cols = idx[: idx.size // T]  # row t = 0 of the block
-            out = self._vtrace_columns(b, cols, logprob, behaviour_logprobs[idx], value)
+            ratios = torch.exp(logprob - behaviour_logprobs[idx])
+            out = self._vtrace_columns(b, cols, ratios, value)
             rows = {key: torch.from_numpy(x.reshape(-1)).to(self.device)
                     for key, x in zip(("advantages", "returns", "values"), out)}
-            return dict(rows, logprobs=logprob, is_weights=importance_weights(logprob, behaviour_logprobs[idx]))
+            return dict(rows, logprobs=logprob, is_weights=importance_weights(ratios))
 
         return targets
 
