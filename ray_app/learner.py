@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ray
 
-from ray_app.placement import CoreShare, node_cores, refs_ready, set_torch_threads
+from ray_app.placement import CoreShare, SamplingWatch, node_cores, set_torch_threads
 from ray_app.runner import fetch_states
 from training.config import TrainConfig
 from training.faults import maybe_fail, parse_faults
@@ -72,12 +72,15 @@ class Learner:
         the weights (learner 0 only; the others return None)."""
         self.calls += 1
         maybe_fail(self.faults, "learner", 0, self.calls, self.incarnation)
-        share = CoreShare(refs_ready(sampling) if sampling else None, self.threads_while_sampling, self.threads)
+        watch = SamplingWatch(sampling) if sampling and self.threads_while_sampling < self.threads else None
+        share = CoreShare(watch, self.threads_while_sampling, self.threads, module=self.core.policy)
         try:
             metrics = self.core.learn(list(rollouts), off_policy=off_policy, before_minibatch=share.poll,
                                       **({} if columns is None else {"columns": columns}))
         finally:
             share.release()
+            if watch is not None:
+                watch.close()
         metrics["learner_shared_s"] = share.narrowed_s
         return metrics, (self.core.weights() if publish else None)
 

@@ -8,6 +8,7 @@ CUDA, or onto the node carrying ``--learner-resource``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import ray
@@ -48,9 +49,13 @@ class CoreShare:
     parallel ops then waits for whichever thread the runner displaced: several times slower than
     either thread count alone (docs/BENCHMARKS.md, "Core sharing"). So the update uses
     ``threads_while_sampling`` threads until ``sampling_done()`` and all ``threads`` afterwards.
-    ``poll`` runs between minibatches."""
+    ``poll`` runs between minibatches and, with ``module`` (the policy being trained), before
+    each of its submodules' forward passes and as each parameter's gradient is accumulated: a
+    minibatch on one thread takes ~0.1 s at 256 envs, so checking between minibatches alone left
+    the freed core idle for half of one, on average, every round. ``sampling_done`` must be cheap
+    (``SamplingWatch``)."""
 
-    def __init__(self, sampling_done, threads_while_sampling: int, threads: int):
+    def __init__(self, sampling_done, threads_while_sampling: int, threads: int, module=None):
         import torch  # here: the driver imports this module and must not load torch
 
         self._torch = torch
@@ -58,8 +63,13 @@ class CoreShare:
         self.sampling_done = sampling_done if threads_while_sampling < threads else None
         self.started = time.perf_counter()
         self.narrowed_s = 0.0  # how long the update ran on fewer threads (a window metric)
+        self._hooks = []
         if self.sampling_done is not None:
             torch.set_num_threads(threads_while_sampling)
+            if module is not None:
+                self._hooks = [m.register_forward_pre_hook(lambda *_: self.poll()) for m in module.modules()]
+                self._hooks += [p.register_post_accumulate_grad_hook(lambda _: self.poll())
+                                for p in module.parameters() if p.requires_grad]
 
     def poll(self) -> None:
         if self.sampling_done is not None and self.sampling_done():
@@ -69,21 +79,36 @@ class CoreShare:
         if self.sampling_done is not None:
             self.narrowed_s = time.perf_counter() - self.started
         self.sampling_done = None
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
         if self._torch.get_num_threads() != self.threads:
             self._torch.set_num_threads(self.threads)
 
 
-def refs_ready(refs: list):
-    """A cheap check (~0.1 ms, nothing fetched) that every object in ``refs`` exists."""
-    pending = list(refs)
+class SamplingWatch:
+    """Whether every object in ``refs`` exists (nothing fetched), as a call that costs nanoseconds:
+    a background thread waits on them, so ``CoreShare`` may ask thousands of times a round.
+    ``close`` ends the wait early (an update that finished before the runners)."""
 
-    def done() -> bool:
-        nonlocal pending
-        if pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
-        return not pending
+    def __init__(self, refs: list):
+        self._ready = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._wait, args=(list(refs),), daemon=True,
+                                        name="sampling-watch")
+        self._thread.start()
 
-    return done
+    def _wait(self, pending: list) -> None:
+        while pending and not self._closed.is_set():
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5, fetch_local=False)
+        if not pending:
+            self._ready.set()
+
+    def __call__(self) -> bool:
+        return self._ready.is_set()
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 def runner_placement_group(cfg: TrainConfig):

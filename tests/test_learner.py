@@ -1,5 +1,7 @@
 """The learner core without Ray: V-trace correction in overlapped mode, exact state round-trips."""
 
+import time
+
 import numpy as np
 import torch
 
@@ -204,7 +206,9 @@ def test_torch_threads_outside_ray_do_not_start_ray():
 
 def test_core_share_narrows_threads_until_sampling_is_done():
     """Overlapped mode on shared cores: one thread while the runners sample, all threads from the
-    first minibatch after their rollouts are in, and back to all threads however it ends. The
+    first check after their rollouts are in, and back to all threads however it ends. With the
+    policy given, checks also run inside a minibatch (before each submodule's forward, as each
+    gradient is accumulated), so the freed core is not left idle until the next minibatch. The
     thread count must not change the update."""
     from ray_app.placement import CoreShare
 
@@ -216,11 +220,11 @@ def test_core_share_narrows_threads_until_sampling_is_done():
     try:
         torch.set_num_threads(2)
 
-        def sampling_done():  # the runners finish after the learner's second check
+        def sampling_done():  # the runners finish at the learner's third check: inside minibatch 1
             polls.append(torch.get_num_threads())
-            return len(polls) >= 2
+            return len(polls) >= 3
 
-        share = CoreShare(sampling_done, threads_while_sampling=1, threads=2)
+        share = CoreShare(sampling_done, threads_while_sampling=1, threads=2, module=a.policy)
 
         def before_minibatch():
             share.poll()
@@ -228,21 +232,59 @@ def test_core_share_narrows_threads_until_sampling_is_done():
 
         ma = a.learn([batch], off_policy=True, before_minibatch=before_minibatch)
         share.release()
-        assert polls == [1, 1] and seen == [1, 2, 2, 2]  # 2 epochs x 2 minibatches; no poll once done
+        # 2 epochs x 2 minibatches: between minibatches alone, the release would come at the third
+        assert polls == [1, 1, 1] and seen == [1, 2, 2, 2]  # no check once done: the hooks are gone
         assert torch.get_num_threads() == 2
         mb = b.learn([batch], off_policy=True)
         assert ma == mb
         for k, v in a.weights().items():
             np.testing.assert_array_equal(v, b.weights()[k])
 
-        never = CoreShare(lambda: False, threads_while_sampling=1, threads=2)
+        never = CoreShare(lambda: False, threads_while_sampling=1, threads=2, module=a.policy)
         assert torch.get_num_threads() == 1
         never.release()  # an update that ends (or fails) while the runners still sample
         assert torch.get_num_threads() == 2
+        a.learn([batch], off_policy=True)  # released: no hook of its left on the policy
         CoreShare(lambda: False, threads_while_sampling=2, threads=2)  # nothing to share: no change
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_sampling_watch_sees_the_rollouts_arrive():
+    """``CoreShare``'s check is a flag a background thread sets once every reference exists; an
+    update that ends first closes the watch, and its thread ends."""
+    import threading
+
+    import ray
+
+    from ray_app.placement import SamplingWatch
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False)
+    try:
+        gate = ray.put(None)
+
+        @ray.remote
+        def sample(seconds):
+            time.sleep(seconds)
+            return 1
+
+        slow = sample.remote(1.0)
+        watch = SamplingWatch([gate, slow])
+        assert not watch()
+        ray.get(slow)
+        deadline = time.time() + 5
+        while not watch() and time.time() < deadline:
+            time.sleep(0.01)
+        assert watch()
+
+        never = SamplingWatch([sample.remote(60.0)])
+        never.close()
+        never._thread.join(timeout=5)
+        assert not never._thread.is_alive() and not never()
+        assert not [t for t in threading.enumerate() if t.name == "sampling-watch"]
+    finally:
+        ray.shutdown()
 
 
 def test_teacher_driven_batch_trains_by_cloning_only():
