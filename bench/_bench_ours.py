@@ -132,8 +132,9 @@ def run_ours(spec: dict, t0: float) -> dict:
 
 def round_breakdown(rows: list[dict], batch: int) -> dict | None:
     """Where the driver's rounds went, seconds per round over ``rows`` (windows of whole rounds of
-    ``batch`` env steps): waiting for the rollouts, then for the update, and how long the update
-    ran on fewer threads beside sampling runners. The rows hold per-round means: weighted here by
+    ``batch`` env steps): waiting for the rollouts, then for the update, how long the update ran
+    inside the learner actor (the rest of that wait is Ray's: arguments in, weights out) and how
+    long on fewer threads beside sampling runners. The rows hold per-round means: weighted here by
     each window's rounds."""
     rows = [r for r in rows if r.get("sps")]
     rounds = sum(r["env_steps_in_window"] for r in rows) / batch
@@ -144,7 +145,7 @@ def round_breakdown(rows: list[dict], batch: int) -> dict | None:
         return sum((r.get(key) or 0.0) * r["env_steps_in_window"] / batch for r in rows) / rounds
 
     return dict(wait_sample=per_round("round_wait_sample_s"), wait_learn=per_round("round_wait_learn_s"),
-                learner_shared=per_round("learner_shared_s"))
+                learner_shared=per_round("learner_shared_s"), learner_update=per_round("learner_update_s"))
 
 
 def _collector(spec: dict):

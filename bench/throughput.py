@@ -165,14 +165,16 @@ def throughput_table(results: dict) -> list[str]:
 def round_table(results: dict) -> list[str]:
     """This trainer's lines: where a round's time goes (seconds per round, the driver's view)."""
     lines = ["| configuration | round s (wall clock) | waiting for rollouts | waiting for the update | rest (windows, "
-             "weights, submitting) | update on fewer threads |", "|---|---:|---:|---:|---:|---:|"]
+             "weights, submitting) | the update in the learner | update on fewer threads |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         b, sps = r.get("round"), wall_sps(r)
         if b and sps:
             # the rounds' own clock leaves out the recording between them: the wall clock has it
             total = r["config"]["ppo_num_envs"] * r["config"]["ppo_rollout_steps"] / sps
             lines.append(f"| {name} | {total:.3f} | {b['wait_sample']:.3f} | {b['wait_learn']:.3f} "
-                         f"| {total - b['wait_sample'] - b['wait_learn']:.3f} | {b['learner_shared']:.3f} |")
+                         f"| {total - b['wait_sample'] - b['wait_learn']:.3f} | {b['learner_update']:.3f} "
+                         f"| {b['learner_shared']:.3f} |")
     return lines if len(lines) > 2 else []
 
 

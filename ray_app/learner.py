@@ -3,6 +3,8 @@ the driver only writes their bytes (torch loads inside the actor, never in the d
 
 from __future__ import annotations
 
+import time
+
 import ray
 
 from ray_app.placement import CoreShare, SamplingWatch, node_cores, set_torch_threads
@@ -74,6 +76,7 @@ class Learner:
         maybe_fail(self.faults, "learner", 0, self.calls, self.incarnation)
         watch = SamplingWatch(sampling) if sampling and self.threads_while_sampling < self.threads else None
         share = CoreShare(watch, self.threads_while_sampling, self.threads, module=self.core.policy)
+        start = time.perf_counter()
         try:
             metrics = self.core.learn(list(rollouts), off_policy=off_policy, before_minibatch=share.poll,
                                       **({} if columns is None else {"columns": columns}))
@@ -81,6 +84,8 @@ class Learner:
             share.release()
             if watch is not None:
                 watch.close()
+        # the update itself, apart from Ray's share of the round (arguments in, weights out)
+        metrics["learner_update_s"] = time.perf_counter() - start
         metrics["learner_shared_s"] = share.narrowed_s
         return metrics, (self.core.weights() if publish else None)
 

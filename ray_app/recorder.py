@@ -21,7 +21,8 @@ from training.run_store import CHECKPOINT_FORMAT_VERSION, RunStore
 from training.windowing import WindowAggregator
 
 # Learner results beyond the contract's losses that window rows carry, averaged per window.
-_EXTRA_LOSS_KEYS = ("distill_loss", "teacher_played", "rollin_share", "learner_shared_s", "nonfinite_minibatches")
+_EXTRA_LOSS_KEYS = ("distill_loss", "teacher_played", "rollin_share", "learner_shared_s", "learner_update_s",
+                   "nonfinite_minibatches")
 
 
 def progress_line(row: dict, cfg: TrainConfig) -> str:

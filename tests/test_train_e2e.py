@@ -144,6 +144,8 @@ def test_overlapped_run_lags_one_version_and_shares_the_cores(tmp_path):
         assert all(s > 0 for s in shared), shared
     else:
         assert shared == [0.0, 0.0, 0.0]
+    # the update's own time sits inside the driver's wait for it (the rest is Ray's)
+    assert all(0 < r["learner_update_s"] <= r["round_wait_learn_s"] for r in rows), rows
 
 
 @pytest.mark.slow
