@@ -65,14 +65,15 @@ def test_normalised_observations_tell_off_scale_targets_apart(tmp_path, norm_obs
 @pytest.mark.slow
 def test_hopper_learns_with_defaults(tmp_path):
     """A shorter run of bench/continuous.py's task: Hopper-v5 with every setting at its default.
-    The bar is half the lowest return the three 1M-step seeds had over 50k-100k steps (471, 489,
-    536: docs/BENCHMARKS.md, "Continuous control"); a policy that learns nothing falls within
-    ~20-100 steps and scores well below it."""
+    The bar is half the lowest return seeds 0, 1 and 2 had over 25k-50k steps (256, 321, 260 on
+    2026-12-04; at 100k, the 1M-step runs had 471-536: docs/BENCHMARKS.md, "Continuous control");
+    a policy that learns nothing falls within ~20-100 steps and scores below it (the first 25k
+    steps' mean, learning included: 73-87)."""
     pytest.importorskip("mujoco")
-    res = cli("train", "--env", "gym:Hopper-v5", "--total-env-steps", "100000", "--window-env-steps", "25000",
+    res = cli("train", "--env", "gym:Hopper-v5", "--total-env-steps", "50000", "--window-env-steps", "25000",
               "--run-root", str(tmp_path), "--run-id", "r", timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert windows(tmp_path / "r")[-1]["return_mean"] >= HOPPER_BAR_100K
+    assert windows(tmp_path / "r")[-1]["return_mean"] >= HOPPER_BAR_50K
 
 
-HOPPER_BAR_100K = 235.0
+HOPPER_BAR_50K = 128.0

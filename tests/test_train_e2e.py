@@ -159,7 +159,10 @@ def test_driver_process_never_loads_torch(tmp_path):
         "from ray_app.driver import train\n"
         f"cfg = config_from_args(dict(env='prospector', total_env_steps=4096, window_env_steps=2048, "
         f"ppo_num_envs=32, ppo_num_workers=1, ppo_rollout_steps=64, policy_hidden='32,32', "
-        f"eval_replays_per_window=1, run_root={str(tmp_path)!r}, run_id='r', wandb_mode='disabled'))\n"
+        # short episodes: an untrained policy's replay otherwise plays to the game's time limit
+        # (~1 min on 2 cores, which the run's end waits for)
+        f"eval_replays_per_window=1, env_time_max=400, run_root={str(tmp_path)!r}, run_id='r', "
+        f"wandb_mode='disabled'))\n"
         "meta = train(cfg)\n"
         "print('RESULT', meta['status'], 'torch' in sys.modules, 'pufferlib' in sys.modules)\n"
     )
