@@ -10,6 +10,7 @@ import sys
 from ray_app.cli_tools import add_tool_parsers, run_tool
 from training.config import ConfigError
 from training.config_cli import add_train_args, config_text, resolve
+from training.storage import discard_partial_writes
 
 USAGE_ERROR = 2
 
@@ -103,6 +104,7 @@ def run_sweep_command(ns: argparse.Namespace) -> int:
 
 def _exit_interrupted(signum, frame):
     print("\ninterrupted", file=sys.stderr, flush=True)
+    discard_partial_writes()
     os._exit(130)
 
 

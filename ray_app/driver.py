@@ -40,6 +40,7 @@ from training.run_lease import RunLease
 from training.run_metadata import metadata_finished, metadata_resumed, new_metadata
 from training.run_store import RunStore, encode_checkpoint
 from training.sinks import check_wandb_credentials, run_sinks
+from training.storage import discard_partial_writes
 
 
 class LearnerLost(Exception):
@@ -76,6 +77,7 @@ def _install_signal_handlers(state: RunState) -> dict:
             if not state.exit_on_second_signal:
                 raise KeyboardInterrupt  # the API's caller (a notebook) keeps its process
             print("\nsecond interrupt: exiting immediately", file=sys.stderr, flush=True)
+            discard_partial_writes()  # a write cut short here (or in the lease's thread) leaves no temp file
             os._exit(130)
         print(f"\n{signal.Signals(signum).name}: finishing the current round, then a final checkpoint "
               "(interrupt again to exit at once)", file=sys.stderr, flush=True)

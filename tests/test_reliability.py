@@ -150,6 +150,47 @@ def test_second_sigint_exits_at_once_without_corrupting_files(tmp_path, gap_s):
     assert not list(run_dir.rglob("*.tmp*")), "no temp file left where a reader looks"
 
 
+MID_WRITE_EXIT = """
+import os, signal, sys, threading
+from pathlib import Path
+from ray_app.driver import RunState, _install_signal_handlers
+from training.storage import _atomic_write, atomic_write_bytes
+
+folder = Path(sys.argv[1])
+for name in ("run_metadata.json", "lease.json"):
+    atomic_write_bytes(folder / name, b"old")
+_install_signal_handlers(RunState())
+in_write = threading.Event()
+
+def lease_beat(f):  # another thread's write, cut short where it stands
+    f.write(b"half")
+    in_write.set()
+    threading.Event().wait()
+
+threading.Thread(target=_atomic_write, args=(folder / "lease.json", lease_beat), daemon=True).start()
+in_write.wait()
+
+def metadata(f):  # the main thread's write: both signals land in it
+    f.write(b"half")
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    f.write(b" and the rest")
+
+_atomic_write(folder / "run_metadata.json", metadata)
+"""
+
+
+def test_second_signal_in_the_middle_of_writes_leaves_only_whole_files(tmp_path):
+    """The second signal exits at once (os._exit): the temp files of the writes it cuts short, in
+    the main thread or the lease's heartbeat thread, go first; the files themselves stay whole."""
+    proc = subprocess.run([sys.executable, "-c", MID_WRITE_EXIT, str(tmp_path)], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "second interrupt: exiting immediately" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["lease.json", "run_metadata.json"]
+    assert all((tmp_path / name).read_bytes() == b"old" for name in os.listdir(tmp_path))
+
+
 def test_sigterm_to_the_whole_process_group_ends_as_stopped(tmp_path):
     """`timeout`, `kill -- -PGID` and some schedulers signal every process of the group, Ray's
     own processes included: the run must end as stopped, not try to recover from the losses."""

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -289,13 +290,27 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+# Temp files of the writes under way in this process, named before they exist: a process that
+# leaves with os._exit (a second Ctrl-C) deletes them first, wherever in a write it stopped.
+_partial_writes: set[str] = set()
+
+
+def discard_partial_writes() -> None:
+    """Delete the temp files of this process's unfinished atomic writes (from any thread), so a
+    process about to ``os._exit`` leaves only whole files behind. The targets are untouched."""
+    for tmp in list(_partial_writes):  # a copy: another thread may finish its write meanwhile
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target so os.replace is a rename within one filesystem (atomic).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+    _partial_writes.add(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -304,6 +319,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        _partial_writes.discard(tmp)
     _fsync_dir(path.parent)
 
 
