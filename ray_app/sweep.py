@@ -8,7 +8,7 @@ A sweep file is a config file (``training.config_cli``) with two more tables::
     mode = "max"
     num_samples = 4               # samples of the space (each grid point this many times)
     grace_windows = 2             # ASHA: no trial stops before this many windows
-    # storage = "runs/sweeps"     # default: <run_root>/sweeps
+    # storage = "runs/sweeps"     # default: <run_root>/sweeps (a URI too: s3://bucket/sweeps)
     # max_concurrent = 2          # default: as many as the cluster's CPUs hold
 
     [space]
@@ -26,6 +26,10 @@ the worse trials early with ASHA (on env steps, so a restored trial keeps its pl
 sweep continues with ``--resume`` (Tune's restore); a trial cut short resumes its own run from its
 latest checkpoint. At the end: a table of the trials and the best trial's settings, written as a
 ``--config`` file beside the experiment.
+
+``run_root`` (and ``storage``) may be URIs (``s3://bucket/runs``): the trials' runs, Tune's
+experiment state and the best config then live on the store, which every node of a cluster
+reaches, so a trial restarted on another node resumes its run there.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pathlib import Path
 
 from training.config import ConfigError, TrainConfig, config_from_args
 from training.config_cli import FIELDS, config_text, parse_config_file, settings_from_mapping
-from training.storage import atomic_write_bytes, is_uri
+from training.storage import RemotePath, as_path, atomic_write_bytes, is_uri
 
 TRIAL_CPU = 0.01  # a trial's own process: it waits on its runners and learner
 SEARCH = ("uniform", "loguniform", "choice", "randint", "grid")
@@ -92,13 +96,13 @@ def _trial(params: dict, base: dict, sweep_name: str) -> None:
     from training.run_store import RunStore
 
     cfg = config_from_args({**base, **params, "run_id": f"{sweep_name}-{tune.get_context().get_trial_id()}"})
-    run_dir = Path(cfg.run_root) / cfg.run_id
+    run_dir = as_path(cfg.run_root) / cfg.run_id
     if run_dir.exists():
         store = RunStore.open(run_dir)
         if store.list_checkpoints():
             cfg = config_from_args({"resume": str(run_dir)}, base={**store.read_config(), "resume": str(run_dir)})
         else:  # cut short before its first checkpoint: start again beside it
-            cfg.run_id = f"{cfg.run_id}-{sum(1 for _ in run_dir.parent.glob(cfg.run_id + '*'))}"
+            cfg.run_id = f"{cfg.run_id}-{sum(p.name.startswith(cfg.run_id) for p in run_dir.parent.iterdir())}"
 
     def report(row: dict) -> None:
         numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -108,7 +112,7 @@ def _trial(params: dict, base: dict, sweep_name: str) -> None:
     train(cfg, on_window=report)
 
 
-def run_sweep(path: str | Path, resume: bool = False, address: str | None = None) -> tuple[str, Path]:
+def run_sweep(path: str | Path, resume: bool = False, address: str | None = None) -> tuple[str, Path | RemotePath]:
     """Run (or ``resume``) the sweep a file describes; returns (the table, the best config's path)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -117,11 +121,9 @@ def run_sweep(path: str | Path, resume: bool = False, address: str | None = None
 
     options, space, base = load_sweep(path)
     probe = config_from_args(base)
-    if is_uri(probe.run_root):  # Tune's experiment state and the trials' runs share one local tree
-        raise ConfigError("--run-root", f"{probe.run_root!r}: a sweep's runs live on a local or shared filesystem "
-                                        "path; train the best settings with --run-root <URI> afterwards")
-    base["run_root"] = str(Path(probe.run_root).resolve())  # trials run with Tune's working directory
-    storage = Path(options.get("storage") or Path(base["run_root"]) / "sweeps").resolve()
+    if not is_uri(probe.run_root):
+        base["run_root"] = str(Path(probe.run_root).resolve())  # trials run with Tune's working directory
+    storage = _absolute(options.get("storage") or as_path(base["run_root"]) / "sweeps")
     need = probe.ppo_num_workers * probe.runner_num_cpus + probe.learner_num_cpus
     import ray
 
@@ -138,10 +140,12 @@ def run_sweep(path: str | Path, resume: bool = False, address: str | None = None
     trainable = tune.with_parameters(tune.with_resources(_trial, {"cpu": TRIAL_CPU}), base=base,
                                      sweep_name=options["name"])
     experiment = storage / options["name"]
+    fs = storage.fs if isinstance(storage, RemotePath) else None  # Tune's own handle on the store
     if resume:
-        if not tune.Tuner.can_restore(str(experiment)):
+        if not tune.Tuner.can_restore(_tune_path(experiment), storage_filesystem=fs):
             raise ConfigError("--resume", f"no sweep to resume at {experiment}")
-        tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(_tune_path(experiment), trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
     else:
         scheduler = ASHAScheduler(time_attr="env_steps_total", max_t=probe.total_env_steps,
                                   grace_period=options.get("grace_windows", 1) * probe.window_env_steps,
@@ -149,12 +153,23 @@ def run_sweep(path: str | Path, resume: bool = False, address: str | None = None
         tuner = tune.Tuner(trainable, param_space=tune_space(space), tune_config=tune.TuneConfig(
             metric=options["metric"], mode=options["mode"], scheduler=scheduler,
             num_samples=options.get("num_samples", 1), max_concurrent_trials=options.get("max_concurrent", fits)),
-            run_config=tune.RunConfig(name=options["name"], storage_path=str(storage)))
+            run_config=tune.RunConfig(name=options["name"], storage_path=_tune_path(storage), storage_filesystem=fs))
     results = tuner.fit()
     return _summary(results, options, base, experiment)
 
 
-def _summary(results, options: dict, base: dict, experiment: Path) -> tuple[str, Path]:
+def _absolute(location) -> Path | RemotePath:
+    path = as_path(location)
+    return path if isinstance(path, RemotePath) else path.resolve()
+
+
+def _tune_path(path: Path | RemotePath) -> str:
+    """The path as Tune takes it: a local one whole; on a store, the path inside the filesystem
+    passed beside it (a URI's query, the endpoint, would not survive Tune's own parsing)."""
+    return path.path if isinstance(path, RemotePath) else str(path)
+
+
+def _summary(results, options: dict, base: dict, experiment: Path | RemotePath) -> tuple[str, Path | RemotePath]:
     metric, mode = options["metric"], options["mode"]
     rows = []
     for result in results:

@@ -316,3 +316,55 @@ def test_train_resume_and_eval_on_s3_through_the_cli(s3, bucket, tmp_path):
     assert not any(k.endswith(".tmp") or ".tmp" in k.rsplit("/", 1)[-1] for k in objects(fs, name))
     assert not (RunStore.open(f"{run_uri}?endpoint_override={s3}&scheme=http").run_dir / LEASE_FILE).exists()
     assert list(cwd.iterdir()) == []  # no local "s3:" folder, no "runs"
+
+
+SWEEP_ON_S3 = """
+[sweep]
+name = "lr"
+grace_windows = 1
+[space]
+ppo_learning_rate = {{grid = [1e-6, 3e-3]}}
+[env]
+env = "gym:CartPole-v1"
+[run]
+total_env_steps = 2048
+window_env_steps = 1024
+run_root = "s3://{bucket}/runs"
+[ppo]
+ppo_num_envs = 2
+ppo_num_workers = 1
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_on_s3_keeps_runs_experiment_and_best_config_there(s3, bucket, tmp_path):
+    """Tune's experiment state, every trial's run and the best config on the store, from an empty
+    local folder; --resume restores the experiment from the store."""
+    name, fs = bucket
+    env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{s3}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    (tmp_path / "s.toml").write_text(SWEEP_ON_S3.format(bucket=name))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    outs = []
+    for resume in ([], ["--resume"]):
+        res = subprocess.run([sys.executable, "-m", "ray_app", "sweep", "--config", str(tmp_path / "s.toml"), *resume],
+                             cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        outs.append(res.stdout[res.stdout.index("| return_mean |"):])
+    assert outs[0] == outs[1], "the restored sweep reports the same trials"
+    rows = [line for line in outs[0].splitlines() if "ppo_learning_rate" in line]
+    assert len(rows) == 2 and all(f"s3://{name}/runs/lr-" in row for row in rows), outs[0]
+    stored = objects(fs, name)
+    windows = [k for k in stored if k.startswith("runs/lr-") and k.endswith("metrics/windows.jsonl")]
+    assert len(windows) == 2 and all(len(stored[k].splitlines()) == 2 for k in windows)
+    assert any(k.startswith("runs/sweeps/lr/") and "experiment_state" in k for k in stored), sorted(stored)
+    best = json.loads(stored["runs/sweeps/lr/best_config.json"])
+    assert best["env"] == "gym:CartPole-v1" and best["ppo_learning_rate"] in (1e-6, 3e-3)
+    assert f"prospector train --config s3://{name}/runs/sweeps/lr/best_config.json" in outs[0]
+    from training.config_cli import load_config_file
+
+    assert load_config_file(f"s3://{name}/runs/sweeps/lr/best_config.json?endpoint_override={s3}&scheme=http")[
+        "ppo_learning_rate"] == best["ppo_learning_rate"], "the best config is a --config file read from the store"
+    assert list(cwd.iterdir()) == []

@@ -23,8 +23,8 @@ ppo_learning_rate = {{grid = [1e-6, 3e-3]}}
 [env]
 env = "gym:CartPole-v1"
 [run]
-total_env_steps = 16384
-window_env_steps = 4096
+total_env_steps = 8192
+window_env_steps = 2048
 run_root = "{root}"
 """
 

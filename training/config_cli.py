@@ -22,6 +22,7 @@ from pathlib import Path
 
 from training.config import CHOICES, ConfigError, TrainConfig, config_from_args, flag
 from training.envs.plugin import plugin_names, find_plugin
+from training.storage import RemotePath, as_path
 
 SECTIONS = ("run", "env", "ppo", "policy", "ray", "logging", "evaluation", "reliability")
 _SECTION_OF = {
@@ -49,7 +50,7 @@ def section_of(name: str) -> str:
 
 
 # ------------------------------------------------------------------ config files
-def _parse_file(path: Path) -> dict:
+def _parse_file(path: Path | RemotePath) -> dict:
     text = path.read_text()
     if path.suffix == ".toml":
         import tomllib
@@ -65,8 +66,9 @@ def _parse_file(path: Path) -> dict:
 
 
 def parse_config_file(path: str | Path) -> dict:
-    """The file's content as parsed (sections as nested tables), or ConfigError naming the file."""
-    path = Path(path)
+    """The file's content as parsed (sections as nested tables), or ConfigError naming the file. A
+    URI (``s3://.../best_config.json``) is read from its store (training/storage.py)."""
+    path = as_path(path)
     try:
         return _parse_file(path)
     except ConfigError:
@@ -80,7 +82,7 @@ def parse_config_file(path: str | Path) -> dict:
 def load_config_file(path: str | Path) -> dict:
     """The settings a config file gives, flat, by field name. Unknown sections and keys, and keys in
     another section than theirs, are errors naming the file and the key."""
-    return settings_from_mapping(parse_config_file(path), Path(path))
+    return settings_from_mapping(parse_config_file(path), as_path(path))
 
 
 def settings_from_mapping(data, path: Path) -> dict:

@@ -31,7 +31,7 @@ import os
 import re
 import secrets
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
@@ -139,6 +139,10 @@ class RemotePath:
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
 
     @property
     def parent(self) -> "RemotePath":
