@@ -33,7 +33,8 @@ def run_chaos(run_root: str, total_env_steps: int, per_kind: int, seed: int) -> 
     from ray_app.chaos import ChaosMonkey
     from ray_app.driver import train
     from training.config import config_from_args
-    from training.run_store import CheckpointError, RunStore, load_checkpoint
+    from training.checkpoints import CheckpointError, load_checkpoint
+    from training.run_store import RunStore
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "resources": {"learner": 1},
                                                             "include_dashboard": True})

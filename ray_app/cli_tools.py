@@ -72,7 +72,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from training.envs.env_spec import EnvSpecError
     from training.envs.plugin import PluginError
     from training.plots import PlotError
-    from training.run_store import CheckpointError, RunStoreError
+    from training.checkpoints import CheckpointError
+    from training.run_store import RunStoreError
 
     return ToolError, PlotError, CheckpointError, RunStoreError, EnvSpecError, PluginError, OSError
 

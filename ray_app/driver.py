@@ -38,7 +38,8 @@ from training.envs.plugin import PluginError
 from training.faults import node_fault, parse_faults
 from training.run_lease import RunLease
 from training.run_metadata import metadata_finished, metadata_resumed, new_metadata
-from training.run_store import RunStore, encode_checkpoint
+from training.checkpoints import encode_checkpoint
+from training.run_store import RunStore
 from training.sinks import check_wandb_credentials, run_sinks
 from training.storage import discard_partial_writes
 

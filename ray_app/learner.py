@@ -93,7 +93,7 @@ class Learner:
         """The checkpoint file's bytes (a uint8 array, see ``encode_checkpoint``): ``header``
         (window, counters, config) plus this learner's state and the runners' states, fetched here
         from their references."""
-        from training.run_store import encode_checkpoint
+        from training.checkpoints import encode_checkpoint
 
         return encode_checkpoint({**header, "learner": self.core.state_dict(),
                                   "runners": fetch_states(runner_state_refs)})

@@ -17,7 +17,8 @@ from ray_app.progress import StatusLine
 from ray_app.replay_tasks import ReplayTracker
 from training.config import TrainConfig
 from training.run_metadata import metadata_after_checkpoint, metadata_after_window, metadata_finished
-from training.run_store import CHECKPOINT_FORMAT_VERSION, RunStore
+from training.checkpoints import CHECKPOINT_FORMAT_VERSION
+from training.run_store import RunStore
 from training.windowing import WindowAggregator
 
 # Learner results beyond the contract's losses that window rows carry, averaged per window.

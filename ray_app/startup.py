@@ -11,7 +11,8 @@ import ray
 
 from ray_app.local_ray import start_local_ray
 from training.config import TrainConfig
-from training.run_store import CheckpointError, CheckpointFormatError, RunStore, default_run_id
+from training.checkpoints import CheckpointError, CheckpointFormatError
+from training.run_store import RunStore, default_run_id
 
 
 class RayUnavailable(RuntimeError):

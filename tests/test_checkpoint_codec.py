@@ -13,7 +13,7 @@ import torch
 
 from training.checkpoint_codec import MIN_RECORD_BYTES, save_to_array
 from prospector_game.env import ProspectorEnv
-from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError, encode_checkpoint, load_checkpoint
+from training.checkpoints import CHECKPOINT_FORMAT_VERSION, CheckpointError, encode_checkpoint, load_checkpoint
 
 
 def _load(arr: np.ndarray):

@@ -17,7 +17,7 @@ from prospector_game.env import ProspectorEnv
 from training.evaluate import (comparison_table, evaluate_policy, load_policy, make_act_fn,
                                summarize)
 from training.agent import mlp_agent
-from training.run_store import CHECKPOINT_FORMAT_VERSION, CheckpointError
+from training.checkpoints import CHECKPOINT_FORMAT_VERSION, CheckpointError
 
 TIME_MAX = 120  # short episodes keep every test here well under a second or two
 

@@ -107,7 +107,7 @@ def test_a_resumed_run_continues_bit_identically(tmp_path):
     that lost them would not replay the same losses (checked: it fails without them)."""
     from training.config import TrainConfig
     from training.learner import PPOLearner
-    from training.run_store import encode_checkpoint, load_checkpoint
+    from training.checkpoints import encode_checkpoint, load_checkpoint
 
     cfg = TrainConfig(env=RECALL, policy_lstm_size=16, policy_hidden="32,32", ppo_num_envs=8, ppo_num_workers=2,
                       ppo_rollout_steps=40, ppo_num_minibatches=2, ppo_update_epochs=2, total_env_steps=1280, seed=3)

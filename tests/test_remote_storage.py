@@ -15,9 +15,11 @@ import pytest
 from moto.server import ThreadedMotoServer
 from training.replay_index import publish_replay
 from training.run_lease import LEASE_FILE, LeaseError, RunLease
-from training.run_store import RunStore, RunStoreError, load_checkpoint
+from training.checkpoints import load_checkpoint
+from training.run_store import RunStore, RunStoreError
 from training.storage import atomic_write_bytes
 from training.storage import RemotePath, as_path
+from tests.test_sweep import SWEEP
 
 REPO = Path(__file__).resolve().parents[1]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -318,24 +320,6 @@ def test_train_resume_and_eval_on_s3_through_the_cli(s3, bucket, tmp_path):
     assert list(cwd.iterdir()) == []  # no local "s3:" folder, no "runs"
 
 
-SWEEP_ON_S3 = """
-[sweep]
-name = "lr"
-grace_windows = 1
-[space]
-ppo_learning_rate = {{grid = [1e-6, 3e-3]}}
-[env]
-env = "gym:CartPole-v1"
-[run]
-total_env_steps = 2048
-window_env_steps = 1024
-run_root = "s3://{bucket}/runs"
-[ppo]
-ppo_num_envs = 2
-ppo_num_workers = 1
-"""
-
-
 @pytest.mark.slow
 def test_a_sweep_on_s3_keeps_runs_experiment_and_best_config_there(s3, bucket, tmp_path):
     """Tune's experiment state, every trial's run and the best config on the store, from an empty
@@ -344,7 +328,7 @@ def test_a_sweep_on_s3_keeps_runs_experiment_and_best_config_there(s3, bucket, t
     env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{s3}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "WANDB_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    (tmp_path / "s.toml").write_text(SWEEP_ON_S3.format(bucket=name))
+    (tmp_path / "s.toml").write_text(SWEEP.format(samples=1, steps=2048, window=1024, root=f"s3://{name}/runs"))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     outs = []

@@ -11,9 +11,8 @@ from training import run_store as rs
 from training.run_metadata import (
     metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
 )
-from training.run_store import (
-    CHECKPOINT_FORMAT_VERSION, CheckpointError, RunStore, RunStoreError, default_run_id, load_checkpoint,
-)
+from training.checkpoints import CHECKPOINT_FORMAT_VERSION, CheckpointError, load_checkpoint
+from training.run_store import RunStore, RunStoreError, default_run_id
 from training.storage import atomic_write_bytes, atomic_write_json
 
 

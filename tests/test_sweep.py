@@ -16,15 +16,15 @@ from tests.test_train_e2e import REPO
 SWEEP = """
 [sweep]
 name = "lr"
-num_samples = 2
+num_samples = {samples}
 grace_windows = 2
 [space]
 ppo_learning_rate = {{grid = [1e-6, 3e-3]}}
 [env]
 env = "gym:CartPole-v1"
 [run]
-total_env_steps = 8192
-window_env_steps = 2048
+total_env_steps = {steps}
+window_env_steps = {window}
 run_root = "{root}"
 """
 
@@ -58,7 +58,7 @@ def sweep(*args, address, wait=True):
 def test_sweep_ranks_learning_rates_and_resumes_after_its_driver_is_killed(tmp_path):
     from ray.cluster_utils import Cluster
 
-    (tmp_path / "s.toml").write_text(SWEEP.format(root=tmp_path / "runs"))
+    (tmp_path / "s.toml").write_text(SWEEP.format(samples=2, steps=8192, window=2048, root=tmp_path / "runs"))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
     try:
         proc = sweep("--config", str(tmp_path / "s.toml"), address=cluster.address, wait=False)

@@ -251,7 +251,8 @@ def test_relative_run_root_is_refused_under_ray_job_submit(tmp_path):
 def _fake_run(root, run_id="old"):
     """A run directory with two checkpoints; returns it and a snapshot of every file's bytes."""
     from training.config import TrainConfig
-    from training.run_store import CHECKPOINT_FORMAT_VERSION, RunStore
+    from training.checkpoints import CHECKPOINT_FORMAT_VERSION
+    from training.run_store import RunStore
 
     cfg = TrainConfig(env="gym:CartPole-v1", run_id=run_id, total_env_steps=4096, window_env_steps=1024,
                       ppo_num_envs=4, ppo_num_workers=1)

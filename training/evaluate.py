@@ -25,7 +25,7 @@ from training.agent import Agent, build_agent
 from training.envs.env_info import EnvInfo
 from training.envs.env_spec import env_build_settings
 from training.rollout import random_actions
-from training.run_store import CheckpointError, load_checkpoint
+from training.checkpoints import CheckpointError, load_checkpoint
 from training.storage import as_path
 
 ActFn = Callable[[np.ndarray], np.ndarray]
