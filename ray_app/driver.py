@@ -32,13 +32,13 @@ from ray_app.replay_tasks import ReplayTracker
 from ray_app.runner import fetch_states
 from ray_app.runner_pool import RunnerKeepsDying, RunnerPool
 from ray_app.startup import RayUnavailable, open_store, start_ray
+from training.checkpoints import encode_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.envs.env_spec import EnvSpecError, check_env_spec
 from training.envs.plugin import PluginError
 from training.faults import node_fault, parse_faults
 from training.run_lease import RunLease
 from training.run_metadata import metadata_finished, metadata_resumed, new_metadata
-from training.checkpoints import encode_checkpoint
 from training.run_store import RunStore
 from training.sinks import check_wandb_credentials, run_sinks
 from training.storage import discard_partial_writes

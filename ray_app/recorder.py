@@ -15,9 +15,9 @@ from typing import Callable
 
 from ray_app.progress import StatusLine
 from ray_app.replay_tasks import ReplayTracker
+from training.checkpoints import CHECKPOINT_FORMAT_VERSION
 from training.config import TrainConfig
 from training.run_metadata import metadata_after_checkpoint, metadata_after_window, metadata_finished
-from training.checkpoints import CHECKPOINT_FORMAT_VERSION
 from training.run_store import RunStore
 from training.windowing import WindowAggregator
 

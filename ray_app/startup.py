@@ -10,8 +10,8 @@ import socket
 import ray
 
 from ray_app.local_ray import start_local_ray
-from training.config import TrainConfig
 from training.checkpoints import CheckpointError, CheckpointFormatError
+from training.config import TrainConfig
 from training.run_store import RunStore, default_run_id
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from moto.server import ThreadedMotoServer
+from tests.test_sweep import SWEEP
+from training.checkpoints import load_checkpoint
 from training.replay_index import publish_replay
 from training.run_lease import LEASE_FILE, LeaseError, RunLease
-from training.checkpoints import load_checkpoint
 from training.run_store import RunStore, RunStoreError
 from training.storage import atomic_write_bytes
 from training.storage import RemotePath, as_path
-from tests.test_sweep import SWEEP
 
 REPO = Path(__file__).resolve().parents[1]
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

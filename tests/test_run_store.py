@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from training import run_store as rs
+from training.checkpoints import CHECKPOINT_FORMAT_VERSION, CheckpointError, load_checkpoint
 from training.run_metadata import (
     metadata_after_checkpoint, metadata_after_window, metadata_finished, metadata_resumed, new_metadata,
 )
-from training.checkpoints import CHECKPOINT_FORMAT_VERSION, CheckpointError, load_checkpoint
 from training.run_store import RunStore, RunStoreError, default_run_id
 from training.storage import atomic_write_bytes, atomic_write_json
 

@@ -22,10 +22,10 @@ import torch
 from gymnasium import spaces
 
 from training.agent import Agent, build_agent
+from training.checkpoints import CheckpointError, load_checkpoint
 from training.envs.env_info import EnvInfo
 from training.envs.env_spec import env_build_settings
 from training.rollout import random_actions
-from training.checkpoints import CheckpointError, load_checkpoint
 from training.storage import as_path
 
 ActFn = Callable[[np.ndarray], np.ndarray]
